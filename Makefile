@@ -1,0 +1,30 @@
+# Two entry points on a fresh machine: `make demo` and `make test`. Both create .venv when it is
+# missing and install the package into it (torch/torchvision pinned by constraints.txt).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo lab clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip >/dev/null
+	$(BIN)/python -m pip install -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS) tests $(wildcard notebooks/*.ipynb) $(if $(wildcard notebooks/*.ipynb),--nbval,)
+
+demo: $(STAMP)
+	$(BIN)/python -m workbench.demo --output output/demo.png
+
+lab: $(STAMP)
+	$(BIN)/python -m pip install -c constraints.txt -e '.[test,jupyter]'
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) output .pytest_cache

@@ -1,0 +1,22 @@
+"""Building blocks shared by every model: shapes, norms, convs, NMS, ROIAlign, losses."""
+
+from .batch_norm import FrozenBatchNorm2d, NaiveSyncBatchNorm, get_norm
+from .losses import ciou_loss, diou_loss, giou_loss, sigmoid_focal_loss, smooth_l1_loss
+from .nms import batched_nms, nms
+from .roi_align import ROIAlign
+from .shape_spec import ShapeSpec
+from .wrappers import (
+    BatchNorm2d,
+    Conv2d,
+    ConvTranspose2d,
+    Linear,
+    cat,
+    cross_entropy,
+    empty_input_loss_func_wrapper,
+    interpolate,
+    move_device_like,
+    nonzero_tuple,
+    shapes_to_tensor,
+)
+
+__all__ = [k for k in globals().keys() if not k.startswith("_")]
