@@ -1,0 +1,13 @@
+"""detectron2's model zoo: shipped config files, checkpoint URLs and one-call model building.
+
+Example::
+
+    from workbench import model_zoo
+
+    cfg = model_zoo.get_config("COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml", trained=True)
+    model = model_zoo.get("COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml", trained=True)
+"""
+
+from .model_zoo import get, get_checkpoint_url, get_config, get_config_file, list_configs
+
+__all__ = ["get", "get_checkpoint_url", "get_config", "get_config_file", "list_configs"]
