@@ -1,6 +1,8 @@
 """Building blocks shared by every model: shapes, norms, convs, NMS, ROIAlign, losses."""
 
+from . import weight_init
 from .batch_norm import FrozenBatchNorm2d, NaiveSyncBatchNorm, get_norm
+from .blocks import CNNBlockBase
 from .losses import ciou_loss, diou_loss, giou_loss, sigmoid_focal_loss, smooth_l1_loss
 from .nms import batched_nms, nms
 from .roi_align import ROIAlign
