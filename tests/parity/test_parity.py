@@ -1,0 +1,240 @@
+"""Numerical parity with the reference implementation, over every fixture folder.
+
+Each case is built from its own ``config.yaml``, loads its weights, runs the stored inputs in one
+batched call and compares every stored quantity with the README's tolerances. New folders of the
+same kinds are picked up without code changes. Run with ``-s`` to print the achieved errors.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from reference import (
+    assert_relative_map,
+    build_reference_model,
+    case_names,
+    load_case,
+    mask_ious,
+    max_abs,
+    training_inputs,
+    training_seed,
+)
+
+# Meta-architectures whose parity belongs to a later issue (Model core II, issue 4). strict=True:
+# the day they pass, these marks must go.
+NOT_YET = {"RetinaNet": "issue 4", "PanopticFPN": "issue 4", "SemanticSegmentor": "issue 4"}
+
+
+def _params(kind):
+    params = []
+    for name in case_names():
+        marks = []
+        try:
+            arch = load_case(name).cfg.MODEL.META_ARCHITECTURE
+        except Exception:  # the test itself reports why the case cannot load
+            arch = None
+        if arch in NOT_YET:
+            marks.append(pytest.mark.xfail(strict=True, reason=f"{arch}: {NOT_YET[arch]}"))
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+@functools.lru_cache(maxsize=None)
+def _model(name):
+    return build_reference_model(load_case(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _inference(name):
+    case = load_case(name)
+    model = _model(name)
+    inputs = case.model_inputs()
+    with torch.no_grad():
+        outputs = model(inputs)
+        raw = model.inference(inputs, do_postprocess=False) if hasattr(model, "roi_heads") else None
+    return outputs, raw
+
+
+def _report(case, what, errs):
+    print(f"\n[{case.name}] {what}: " + ", ".join(f"{k}={v:.3g}" for k, v in errs.items()))
+
+
+@pytest.mark.parametrize("name", _params("features"))
+def test_features(name):
+    case = load_case(name)
+    if case.outputs is None:
+        assert case.inputs is None, f"{name}: inputs.npz without outputs.npz"
+        return _check_weights_only_case(case)
+    model = _model(name)
+    x = torch.from_numpy(case.outputs["features_input/image0_normalized_padded"])[None]
+    keys = [k for k in case.outputs if k.startswith(("features/", "features_bottom_up/"))]
+    assert keys, f"{name}: no stored features"
+    # Bottom-up maps are the outputs of the bottom-up network's children (stem, res2, ...).
+    bottom_up = getattr(model.backbone, "bottom_up", model.backbone)
+    captured = {}
+    handles = []
+    for key in keys:
+        group, fname = key.split("/")
+        if group == "features_bottom_up":
+            child = getattr(bottom_up, fname, None)
+            assert child is not None, f"{name}: the bottom-up network has no module '{fname}'"
+            handles.append(child.register_forward_hook(
+                lambda m, i, o, fname=fname: captured.__setitem__(fname, o)))
+    try:
+        with torch.no_grad():
+            feats = model.backbone(x)
+    finally:
+        for h in handles:
+            h.remove()
+    errs = {}
+    for key in keys:
+        group, fname = key.split("/")
+        src = feats if group == "features" else captured
+        assert fname in src, f"{name}: model produces no feature '{fname}' (has {sorted(src)})"
+        errs[key] = assert_relative_map(f"{name} {key}", src[fname][0].numpy(), case.outputs[key], 1e-4)
+    _report(case, "features (max abs diff / max abs)", errs)
+
+
+def _check_weights_only_case(case):
+    # A folder without stored inputs/outputs (e.g. Caffe2-named weights) must at least name
+    # the fixture whose numbers it shares; the checkpointer's tests load it.
+    assert case.meta.get("weights", {}).get("same_as_fixture"), (
+        f"{case.name}: no outputs.npz and no weights.same_as_fixture in meta.json"
+    )
+
+
+@pytest.mark.parametrize("name", _params("proposals"))
+def test_proposals(name):
+    case = load_case(name)
+    if case.outputs is None:
+        return _check_weights_only_case(case)
+    keys = [k for k in case.outputs if "/proposals/" in k]
+    if not keys:
+        # One-stage models store no proposals: make sure none were expected.
+        assert case.cfg.MODEL.META_ARCHITECTURE in ("RetinaNet",), f"{name}: no stored proposals"
+        pytest.xfail("RetinaNet has no proposals (checked in test_instances)")
+    model = _model(name)
+    inputs = case.model_inputs()
+    with torch.no_grad():
+        images = model.preprocess_image(inputs)
+        features = model.backbone(images.tensor)
+        proposals, _ = model.proposal_generator(images, features, None)
+    box_err, logit_err = 0.0, 0.0
+    for i, p in enumerate(proposals):
+        want_boxes = case.outputs[f"img{i}/proposals/proposal_boxes"]
+        want_logits = case.outputs[f"img{i}/proposals/objectness_logits"]
+        assert len(p) == len(want_boxes), f"{name} img{i}: {len(p)} proposals, reference {len(want_boxes)}"
+        box_err = max(box_err, max_abs(p.proposal_boxes.tensor.numpy(), want_boxes))
+        logit_err = max(logit_err, max_abs(p.objectness_logits.numpy(), want_logits))
+    _report(case, "proposals", {"boxes px": box_err, "objectness": logit_err})
+    assert box_err <= 1e-2, f"{name}: proposal boxes differ by {box_err:.3g} px (tolerance 1e-2)"
+    assert logit_err <= 1e-4, f"{name}: objectness differs by {logit_err:.3g} (tolerance 1e-4)"
+
+
+def _compare_instances(name, i, inst, out, prefix, errs):
+    want_boxes = out[f"{prefix}pred_boxes"]
+    assert len(inst) == len(want_boxes), (
+        f"{name} img{i} {prefix or 'postprocessed '}: {len(inst)} detections, reference {len(want_boxes)}"
+    )
+    assert tuple(inst.image_size) == tuple(int(v) for v in out[f"{prefix}image_size"]), (
+        f"{name} img{i}: image_size {inst.image_size} != {tuple(out[f'{prefix}image_size'])}"
+    )
+    np.testing.assert_array_equal(inst.pred_classes.numpy(), out[f"{prefix}pred_classes"],
+                                  err_msg=f"{name} img{i} {prefix}pred_classes")
+    errs["boxes px"] = max(errs.get("boxes px", 0), max_abs(inst.pred_boxes.tensor.numpy(), want_boxes))
+    errs["scores"] = max(errs.get("scores", 0), max_abs(inst.scores.numpy(), out[f"{prefix}scores"]))
+    assert errs["boxes px"] <= 1e-2, f"{name} img{i} {prefix}pred_boxes differ by {errs['boxes px']:.3g} px"
+    assert errs["scores"] <= 1e-4, f"{name} img{i} {prefix}scores differ by {errs['scores']:.3g}"
+    if f"{prefix}pred_masks" in out:
+        got = inst.pred_masks.numpy()
+        want = out[f"{prefix}pred_masks"]
+        if got.dtype == bool or want.dtype == bool:
+            ious = mask_ious(got, want)
+            errs["min mask IoU"] = min(errs.get("min mask IoU", 1.0), float(ious.min(initial=1.0)))
+            assert (ious >= 0.99).all(), f"{name} img{i} {prefix}pred_masks IoU min {ious.min():.4f}"
+        else:
+            errs["mask logits rel"] = max(errs.get("mask logits rel", 0),
+                                          assert_relative_map(f"{name} img{i} {prefix}pred_masks", got, want, 1e-3))
+    if f"{prefix}pred_keypoints" in out:
+        got = inst.pred_keypoints.numpy()
+        want = out[f"{prefix}pred_keypoints"]
+        xy = max_abs(got[..., :2], want[..., :2])
+        rel = float((np.abs(got[..., 2] - want[..., 2]) / np.maximum(np.abs(want[..., 2]), 1e-12)).max(initial=0))
+        errs["keypoint xy px"] = max(errs.get("keypoint xy px", 0), xy)
+        errs["keypoint score rel"] = max(errs.get("keypoint score rel", 0), rel)
+        assert xy <= 0.05, f"{name} img{i} {prefix}pred_keypoints xy differ by {xy:.3g} px"
+        assert rel <= 1e-3, f"{name} img{i} {prefix}pred_keypoints scores differ by {rel:.3g} (relative)"
+
+
+@pytest.mark.parametrize("name", _params("instances"))
+def test_instances(name):
+    case = load_case(name)
+    if case.outputs is None:
+        return _check_weights_only_case(case)
+    outputs, raw = _inference(name)
+    errs = {}
+    checked = 0
+    for i in range(case.num_images):
+        out = {k[len(f"img{i}/"):]: v for k, v in case.outputs.items() if k.startswith(f"img{i}/")}
+        if "pred_boxes" in out:
+            _compare_instances(name, i, outputs[i]["instances"], out, "", errs)
+            checked += 1
+        if "raw/pred_boxes" in out and raw is not None:
+            _compare_instances(name, i, raw[i], out, "raw/", errs)
+        if "pred_keypoint_heatmaps" in out:
+            want = out["pred_keypoint_heatmaps"]
+            got = raw[i].pred_keypoint_heatmaps[: len(want)].numpy()
+            errs["heatmaps rel"] = assert_relative_map(f"{name} img{i} heatmaps", got, want, 1e-3)
+        if "proposals_postprocessed/proposal_boxes" in out:
+            p = outputs[i]["proposals"]
+            want = out["proposals_postprocessed/proposal_boxes"]
+            assert len(p) == len(want), f"{name} img{i}: {len(p)} proposals, reference {len(want)}"
+            errs["proposals px"] = max(errs.get("proposals px", 0), max_abs(p.proposal_boxes.tensor.numpy(), want))
+            errs["objectness"] = max(errs.get("objectness", 0), max_abs(
+                p.objectness_logits.numpy(), out["proposals_postprocessed/objectness_logits"]))
+            assert errs["proposals px"] <= 1e-2 and errs["objectness"] <= 1e-4, f"{name} img{i}: {errs}"
+            checked += 1
+    assert checked == case.num_images, f"{name}: only {checked}/{case.num_images} images had outputs to compare"
+    _report(case, "outputs", errs)
+
+
+@pytest.mark.parametrize("name", _params("losses"))
+def test_training_losses(name):
+    from workbench.utils.events import EventStorage
+
+    case = load_case(name)
+    if case.losses is None:
+        return _check_weights_only_case(case)
+    model = build_reference_model(case)  # a fresh model: training must not disturb the cached one
+    model.train()
+    for variant, expected in case.losses["results"].items():
+        inputs = training_inputs(case, variant)
+        if hasattr(model, "loss_normalizer"):
+            model.loss_normalizer = 100  # see losses.json "retinanet"
+        torch.manual_seed(training_seed(case))
+        with EventStorage(0) as storage:
+            losses = model(inputs)
+        errs = {}
+        assert set(losses) == set(expected["losses"]), f"{name} {variant}: loss names {sorted(losses)}"
+        for k, want in expected["losses"].items():
+            got = float(losses[k])
+            err = abs(got - want)
+            ok = err <= 1e-6 if abs(want) < 1e-3 else err <= 1e-4 * abs(want)
+            errs[k] = err / max(abs(want), 1e-12)
+            assert ok, f"{name} {variant}: {k} = {got!r}, reference {want!r}"
+        latest = storage.latest()
+        for k, want in expected["event_storage_scalars"].items():
+            assert k in latest, f"{name} {variant}: EventStorage lacks '{k}' (has {sorted(latest)})"
+            got = latest[k][0]
+            assert abs(got - want) <= 1e-4 * max(abs(want), 1e-12) + 1e-12, (
+                f"{name} {variant}: storage scalar {k} = {got!r}, reference {want!r}"
+            )
+        _report(case, f"losses[{variant}] (relative)", errs)
+        # Every loss must reach the parameters.
+        total = sum(losses.values())
+        total.backward()
+        model.zero_grad(set_to_none=True)

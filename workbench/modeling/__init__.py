@@ -1,0 +1,61 @@
+"""Models and their parts, built from a cfg through registries.
+
+Importing this package imports every registrant module, so every built-in name is registered
+before any ``build_*`` call: a name is never missing because a file was not imported.
+"""
+
+from workbench.layers import ShapeSpec
+
+from .anchor_generator import ANCHOR_GENERATOR_REGISTRY, DefaultAnchorGenerator, build_anchor_generator
+from .backbone import (
+    BACKBONE_REGISTRY,
+    FPN,
+    Backbone,
+    BasicStem,
+    BottleneckBlock,
+    ResNet,
+    build_backbone,
+    build_resnet_backbone,
+    build_resnet_fpn_backbone,
+    build_retinanet_resnet_fpn_backbone,
+)
+from .box_regression import Box2BoxTransform
+from .matcher import Matcher
+from .meta_arch import (
+    META_ARCH_REGISTRY,
+    GeneralizedRCNN,
+    ProposalNetwork,
+    build_model,
+    detector_postprocess,
+    sem_seg_postprocess,
+)
+from .poolers import ROIPooler
+from .proposal_generator import (
+    PROPOSAL_GENERATOR_REGISTRY,
+    RPN_HEAD_REGISTRY,
+    RPN,
+    StandardRPNHead,
+    build_proposal_generator,
+    build_rpn_head,
+)
+from .roi_heads import (
+    ROI_BOX_HEAD_REGISTRY,
+    ROI_HEADS_REGISTRY,
+    ROI_KEYPOINT_HEAD_REGISTRY,
+    ROI_MASK_HEAD_REGISTRY,
+    BaseKeypointRCNNHead,
+    BaseMaskRCNNHead,
+    FastRCNNConvFCHead,
+    FastRCNNOutputLayers,
+    KRCNNConvDeconvUpsampleHead,
+    MaskRCNNConvUpsampleHead,
+    Res5ROIHeads,
+    ROIHeads,
+    StandardROIHeads,
+    build_box_head,
+    build_keypoint_head,
+    build_mask_head,
+    build_roi_heads,
+)
+
+__all__ = [k for k in globals().keys() if not k.startswith("_")]
