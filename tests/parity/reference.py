@@ -189,3 +189,36 @@ def mask_ious(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     inter = (got & want).sum(1)
     union = (got | want).sum(1)
     return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+
+
+def match_proposals(got_boxes: np.ndarray, got_logits: np.ndarray, want_boxes: np.ndarray,
+                    want_logits: np.ndarray, box_tol: float = 1e-2, logit_tol: float = 1e-4):
+    """Pair each reference proposal with one of ours, order-free among near-tied objectness.
+
+    Proposals come sorted by objectness; two whose logits differ by less than float noise may
+    legitimately swap places (the README bounds objectness to 1e-4, not their order). Each
+    reference proposal is matched to an unused proposal of ours whose logit is within
+    ``logit_tol`` and whose box is within ``box_tol`` px. Returns (unmatched reference indices,
+    worst box diff, worst logit diff) over the matched pairs.
+    """
+    order = np.argsort(got_logits, kind="stable")
+    sorted_logits = got_logits[order]
+    used = np.zeros(len(got_logits), dtype=bool)
+    unmatched, worst_box, worst_logit = [], 0.0, 0.0
+    for i in range(len(want_boxes)):
+        lo = np.searchsorted(sorted_logits, want_logits[i] - logit_tol, side="left")
+        hi = np.searchsorted(sorted_logits, want_logits[i] + logit_tol, side="right")
+        best, best_d = -1, np.inf
+        for j in order[lo:hi]:
+            if used[j]:
+                continue
+            d = np.abs(got_boxes[j].astype(np.float64) - want_boxes[i]).max()
+            if d < best_d:
+                best, best_d = j, d
+        if best < 0 or best_d > box_tol:
+            unmatched.append(i)
+            continue
+        used[best] = True
+        worst_box = max(worst_box, float(best_d))
+        worst_logit = max(worst_logit, abs(float(got_logits[best]) - float(want_logits[i])))
+    return unmatched, worst_box, worst_logit

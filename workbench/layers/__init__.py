@@ -3,6 +3,7 @@
 from . import weight_init
 from .batch_norm import FrozenBatchNorm2d, NaiveSyncBatchNorm, get_norm
 from .blocks import CNNBlockBase
+from .cycle_batch_norm import CycleBatchNormList
 from .losses import ciou_loss, diou_loss, giou_loss, sigmoid_focal_loss, smooth_l1_loss
 from .nms import batched_nms, nms
 from .roi_align import ROIAlign

@@ -23,9 +23,15 @@ from .box_regression import Box2BoxTransform
 from .matcher import Matcher
 from .meta_arch import (
     META_ARCH_REGISTRY,
+    SEM_SEG_HEADS_REGISTRY,
     GeneralizedRCNN,
+    PanopticFPN,
     ProposalNetwork,
+    RetinaNet,
+    SemanticSegmentor,
+    SemSegFPNHead,
     build_model,
+    build_sem_seg_head,
     detector_postprocess,
     sem_seg_postprocess,
 )
@@ -45,6 +51,7 @@ from .roi_heads import (
     ROI_MASK_HEAD_REGISTRY,
     BaseKeypointRCNNHead,
     BaseMaskRCNNHead,
+    CascadeROIHeads,
     FastRCNNConvFCHead,
     FastRCNNOutputLayers,
     KRCNNConvDeconvUpsampleHead,

@@ -1,0 +1,264 @@
+"""``DenseDetector``: the base of one-stage detectors that predict at every feature-map location.
+
+A dense detector runs backbone -> head on L feature levels and reads boxes straight off the
+head's per-location predictions (no proposals, no ROI pooling). Subclasses (``RetinaNet``) add
+``forward_training`` and ``forward_inference``; this class holds what they share: input
+normalisation, the per-level transpose of predictions, the EMA loss normaliser and the
+threshold / top-k / decode step of inference.
+
+Shape legend:
+    N        images in the batch
+    L        feature levels given to the head (e.g. p3-p7)
+    Hi, Wi   height and width of level i
+    A        anchors (or points) per location
+    K        numbers predicted per anchor: classes for scores, 4 for box deltas
+    R        anchors of one image over all levels, sum_i Hi * Wi * A
+
+Boxes are XYXY in absolute pixels of the resized input image (``ImageList.image_sizes``) until
+:func:`detector_postprocess` rescales them to the requested "height" x "width".
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from workbench.layers import move_device_like
+from workbench.structures import Boxes, ImageList, Instances
+from workbench.utils.events import get_event_storage
+
+from ..backbone import Backbone
+from .postprocessing import detector_postprocess
+from .rcnn import _check_batched_inputs, _draw_box_outlines
+
+__all__ = ["DenseDetector", "permute_to_N_HWA_K"]
+
+
+def permute_to_N_HWA_K(tensor: Tensor, K: int) -> Tensor:
+    """Move the anchor dimension next to the locations: (N, A*K, Hi, Wi) -> (N, Hi*Wi*A, K).
+
+    The channel axis of a dense head is anchor-major (channel a*K + k is number k of anchor a),
+    which is the order anchors are generated in; after the transpose row (y*Wi + x)*A + a of the
+    result belongs to anchor a at location (y, x), matching ``DefaultAnchorGenerator``.
+    """
+    if tensor.dim() != 4:
+        raise ValueError(
+            f"Expected dense predictions of shape (N, A*K, Hi, Wi), got {tuple(tensor.shape)}."
+        )
+    N, C, H, W = tensor.shape
+    if C % K != 0:
+        raise ValueError(
+            f"Dense predictions have {C} channels, not a multiple of K={K} numbers per anchor."
+        )
+    tensor = tensor.view(N, -1, K, H, W)  # (N, A*K, Hi, Wi) -> (N, A, K, Hi, Wi)
+    tensor = tensor.permute(0, 3, 4, 1, 2)  # (N, A, K, Hi, Wi) -> (N, Hi, Wi, A, K)
+    return tensor.reshape(N, -1, K)  # (N, Hi, Wi, A, K) -> (N, Hi*Wi*A, K)
+
+
+class DenseDetector(nn.Module):
+    """Backbone + a head that makes per-location predictions on ``head_in_features``.
+
+    ``forward`` in training mode (inside an ``EventStorage``) returns ``dict[str, Tensor]`` of
+    losses; in eval mode ``list[dict]`` with ``"instances"`` per image, rescaled to each input's
+    "height"/"width" when given.
+    """
+
+    # detectron2 keeps (backbone, head, head_in_features) positional here and subclasses call
+    # ``super().__init__(backbone, head, head_in_features, pixel_mean=..., pixel_std=...)``;
+    # the same signature is kept so that detectron2 subclasses port unchanged.
+    def __init__(self, backbone: Backbone, head: nn.Module,
+                 head_in_features: Optional[Sequence[str]] = None, *,
+                 pixel_mean: Sequence[float], pixel_std: Sequence[float]) -> None:
+        """
+        Args:
+            head: called with the list of L feature maps, returns a list of outputs, each a list
+                of L per-level tensors of shape (N, A*K, Hi, Wi).
+            head_in_features: backbone features given to the head, in this order; None takes
+                every backbone output, sorted by increasing stride.
+            pixel_mean, pixel_std: per-channel normalisation, in the input's channel order. With
+                MSRA / Detectron1 weights the std is folded into conv1, so std is 1.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        if head_in_features is None:
+            shapes = self.backbone.output_shape()
+            self.head_in_features = sorted(shapes.keys(), key=lambda name: shapes[name].stride)
+        else:
+            missing = [f for f in head_in_features if f not in self.backbone.output_shape()]
+            if missing:
+                raise KeyError(
+                    f"head_in_features {missing} are not backbone outputs "
+                    f"(the backbone has {list(self.backbone.output_shape())})."
+                )
+            self.head_in_features = list(head_in_features)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        if self.pixel_mean.shape != self.pixel_std.shape:
+            raise ValueError(
+                f"pixel_mean {tuple(pixel_mean)} and pixel_std {tuple(pixel_std)} must have the same "
+                "length (one value per input channel)."
+            )
+        # Used by visualize_training; subclasses that know it set it from cfg.INPUT.FORMAT.
+        self.input_format: Optional[str] = None
+        self.vis_period = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def _move_to_current_device(self, x: Tensor) -> Tensor:
+        return move_device_like(x, self.pixel_mean)
+
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs: one dict per image with "image" ((C, H, W), 0-255, in the input
+                format's channel order), "instances" (ground truth, training only) and optionally
+                "height"/"width" (output size at inference).
+        """
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        features = [features[f] for f in self.head_in_features]
+        predictions = self.head(features)
+
+        if self.training:
+            if "instances" not in batched_inputs[0]:
+                raise KeyError("Training a dense detector needs an 'instances' key in every input dict.")
+            storage = get_event_storage()
+            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+            losses = self.forward_training(images, features, predictions, gt_instances)
+            if self.vis_period > 0 and storage.iter % self.vis_period == 0:
+                with torch.no_grad():
+                    detached = [[p.detach() for p in level_preds] for level_preds in predictions]
+                    results = self.forward_inference(images, features, detached)
+                self.visualize_training(batched_inputs, results)
+            return losses
+
+        results = self.forward_inference(images, features, predictions)
+        processed_results = []
+        for results_per_image, input_per_image, image_size in zip(results, batched_inputs,
+                                                                  images.image_sizes):
+            height = input_per_image.get("height", image_size[0])
+            width = input_per_image.get("width", image_size[1])
+            r = detector_postprocess(results_per_image, height, width)
+            processed_results.append({"instances": r})
+        return processed_results
+
+    def forward_training(self, images: ImageList, features: List[Tensor],
+                         predictions: List[List[Tensor]],
+                         gt_instances: List[Instances]) -> Dict[str, Tensor]:
+        """Losses of one batch; ``predictions`` is the head's raw output."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward_training.")
+
+    def forward_inference(self, images: ImageList, features: List[Tensor],
+                          predictions: List[List[Tensor]]) -> List[Instances]:
+        """Per-image detections at the resized input resolution."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward_inference.")
+
+    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalise, pad and batch the input images."""
+        _check_batched_inputs(batched_inputs, self.pixel_mean.shape[0])
+        images = [self._move_to_current_device(x["image"]) for x in batched_inputs]
+        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
+        return ImageList.from_tensors(
+            images, self.backbone.size_divisibility,
+            padding_constraints=self.backbone.padding_constraints,
+        )
+
+    def _transpose_dense_predictions(self, predictions: List[List[Tensor]],
+                                     dims_per_anchor: List[int]) -> List[List[Tensor]]:
+        """Transpose every per-level prediction from (N, A*K, Hi, Wi) to (N, Hi*Wi*A, K).
+
+        Args:
+            predictions: one entry per kind of output (e.g. [logits, deltas]), each a list of L
+                per-level tensors.
+            dims_per_anchor: K of each kind of output (number of classes, 4 for boxes).
+        """
+        if len(predictions) != len(dims_per_anchor):
+            raise ValueError(
+                f"Got {len(predictions)} kinds of predictions but {len(dims_per_anchor)} "
+                "dims_per_anchor; give one K per kind."
+            )
+        return [[permute_to_N_HWA_K(x, k) for x in pred] for pred, k in zip(predictions, dims_per_anchor)]
+
+    def _ema_update(self, name: str, value: float, initial_value: float, momentum: float = 0.9) -> float:
+        """Update the exponential moving average stored in attribute ``name`` and return it.
+
+        Detectron1 divided dense losses by the batch's number of foreground anchors; with one or
+        two images per GPU that number varies a lot, so an EMA of it is used instead:
+        ``new = momentum * old + (1 - momentum) * value``, starting from ``initial_value``. The
+        attribute is a plain float: it is not part of the state dict and persists across calls.
+        """
+        old = getattr(self, name) if hasattr(self, name) else initial_value
+        new = old * momentum + value * (1 - momentum)
+        setattr(self, name, new)
+        return new
+
+    def _decode_per_level_predictions(self, anchors: Boxes, pred_scores: Tensor, pred_deltas: Tensor,
+                                      score_thresh: float, topk_candidates: int,
+                                      image_size: Tuple[int, int]) -> Instances:
+        """Keep the confident (anchor, class) pairs of one level and decode their boxes.
+
+        Two filters make the later NMS cheap: scores strictly above ``score_thresh``, then the
+        ``topk_candidates`` best of those (sorted by decreasing score).
+
+        Args:
+            anchors: the level's Hi*Wi*A anchors.
+            pred_scores: (Hi*Wi*A, K) probabilities of one image.
+            pred_deltas: (Hi*Wi*A, 4) box deltas of one image.
+
+        Returns:
+            ``Instances`` with "pred_boxes", "scores" and "pred_classes".
+        """
+        keep_idxs = pred_scores > score_thresh  # (Hi*Wi*A, K) bool
+        pred_scores = pred_scores[keep_idxs]  # (M,), row-major over (anchor, class)
+        topk_idxs = torch.nonzero(keep_idxs)  # (M, 2): (anchor index, class index)
+
+        num_topk = min(topk_candidates, topk_idxs.shape[0])
+        pred_scores, idxs = pred_scores.topk(num_topk)
+        topk_idxs = topk_idxs[idxs]
+        anchor_idxs, classes_idxs = topk_idxs.unbind(dim=1)
+
+        pred_boxes = self.box2box_transform.apply_deltas(
+            pred_deltas[anchor_idxs], anchors.tensor[anchor_idxs]
+        )
+        return Instances(image_size, pred_boxes=Boxes(pred_boxes), scores=pred_scores,
+                         pred_classes=classes_idxs)
+
+    def _decode_multi_level_predictions(self, anchors: List[Boxes], pred_scores: List[Tensor],
+                                        pred_deltas: List[Tensor], score_thresh: float,
+                                        topk_candidates: int, image_size: Tuple[int, int]) -> Instances:
+        """:meth:`_decode_per_level_predictions` on each of the L levels, concatenated."""
+        predictions = [
+            self._decode_per_level_predictions(anchors_i, scores_i, deltas_i, score_thresh,
+                                               topk_candidates, image_size)
+            for scores_i, deltas_i, anchors_i in zip(pred_scores, pred_deltas, anchors)
+        ]
+        return Instances.cat(predictions)
+
+    def visualize_training(self, batched_inputs: List[Dict], results: List[Instances]) -> None:
+        """Put one image into the storage: ground truth (green) over the top-20 detections (red).
+
+        Args:
+            results: ``forward_inference`` output, one ``Instances`` per input.
+        """
+        if len(batched_inputs) != len(results):
+            raise ValueError(f"Cannot visualize {len(batched_inputs)} inputs with {len(results)} results.")
+        storage = get_event_storage()
+        max_boxes = 20
+        inp = batched_inputs[0]  # only one image
+        img = inp["image"].detach().cpu().permute(1, 2, 0).numpy()  # (C, H, W) -> (H, W, C)
+        if self.input_format == "BGR":
+            img = img[:, :, ::-1]
+        img = np.ascontiguousarray(np.clip(img, 0, 255).astype(np.uint8))
+        top, bottom = img.copy(), img.copy()
+        _draw_box_outlines(top, inp["instances"].gt_boxes.tensor.cpu().numpy(), (0, 255, 0))
+        processed = detector_postprocess(results[0], img.shape[0], img.shape[1])
+        boxes = processed.pred_boxes.tensor.detach().cpu().numpy()[:max_boxes]
+        _draw_box_outlines(bottom, boxes, (255, 0, 0))
+        vis = np.concatenate((top, bottom), axis=0).transpose(2, 0, 1)  # (2H, W, 3) -> (3, 2H, W)
+        storage.put_image(f"Top: GT bounding boxes; Bottom: {max_boxes} Highest Scoring Results", vis)

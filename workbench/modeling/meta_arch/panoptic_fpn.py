@@ -1,0 +1,271 @@
+"""Panoptic FPN (Kirillov et al. 2019): Mask R-CNN plus a semantic branch on the same FPN.
+
+Inference produces three outputs per image: instances (as Mask R-CNN), semantic logits
+(as ``SemanticSegmentor``) and a panoptic segmentation that pastes the confident instance
+masks first and fills the remaining pixels with the "stuff" classes of the semantic argmax.
+
+Shape legend:
+    N        images in the batch
+    C        semantic classes; class 0 stands for "all things", classes 1..C-1 are stuff
+    H x W    requested output size of one image ("height" x "width", else the input size)
+    Hp x Wp  padded batch size
+
+The combination follows panopticapi's ``combine_semantic_and_instance_predictions.py`` as
+detectron2 0.6 implements it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from workbench.config import configurable
+from workbench.structures import Instances
+
+from .build import META_ARCH_REGISTRY
+from .postprocessing import detector_postprocess, sem_seg_postprocess
+from .rcnn import GeneralizedRCNN
+from .semantic_seg import _pad_sem_seg_targets, build_sem_seg_head
+
+__all__ = ["PanopticFPN", "combine_semantic_and_instance_outputs"]
+
+logger = logging.getLogger(__name__)
+
+
+@META_ARCH_REGISTRY.register()
+class PanopticFPN(GeneralizedRCNN):
+    """:class:`GeneralizedRCNN` with a semantic segmentation head on the shared backbone.
+
+    Training needs "instances" and "sem_seg" in every input; the losses of both branches are
+    returned together. Inference returns per image ``{"sem_seg", "instances", "panoptic_seg"}``,
+    with ``panoptic_seg = (ids (H, W) int32, segments_info)``.
+    """
+
+    @configurable
+    def __init__(self, *, sem_seg_head: nn.Module, combine_overlap_thresh: float = 0.5,
+                 combine_stuff_area_thresh: float = 4096, combine_instances_score_thresh: float = 0.5,
+                 **kwargs) -> None:
+        """
+        Args:
+            sem_seg_head: see ``SEM_SEG_HEADS_REGISTRY``.
+            combine_overlap_thresh: an instance whose mask is covered by already placed
+                instances for more than this fraction of its area is dropped.
+            combine_stuff_area_thresh: stuff regions smaller than this many pixels are dropped.
+            combine_instances_score_thresh: instances scoring below this are not placed.
+            **kwargs: the arguments of :class:`GeneralizedRCNN`.
+        """
+        super().__init__(**kwargs)
+        self.sem_seg_head = sem_seg_head
+        self.combine_overlap_thresh = combine_overlap_thresh
+        self.combine_stuff_area_thresh = combine_stuff_area_thresh
+        self.combine_instances_score_thresh = combine_instances_score_thresh
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        ret = super().from_config(cfg)
+        ret.update({
+            "combine_overlap_thresh": cfg.MODEL.PANOPTIC_FPN.COMBINE.OVERLAP_THRESH,
+            "combine_stuff_area_thresh": cfg.MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT,
+            "combine_instances_score_thresh": cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH,
+        })
+        ret["sem_seg_head"] = build_sem_seg_head(cfg, ret["backbone"].output_shape())
+        if not cfg.MODEL.PANOPTIC_FPN.COMBINE.ENABLED:
+            logger.warning(
+                "PANOPTIC_FPN.COMBINE.ENABLED is no longer used; call "
+                "model.inference(..., do_postprocess=False) to skip the postprocessing."
+            )
+        if cfg.MODEL.PANOPTIC_FPN.INSTANCE_LOSS_WEIGHT != 1.0:
+            # Old configs weighted the instance branch with one key; it now lives on the heads.
+            w = cfg.MODEL.PANOPTIC_FPN.INSTANCE_LOSS_WEIGHT
+            logger.warning(
+                "PANOPTIC_FPN.INSTANCE_LOSS_WEIGHT should be replaced by weights on each ROI head."
+            )
+
+            def update_weight(x):
+                if isinstance(x, dict):
+                    return {k: v * w for k, v in x.items()}
+                return x * w
+
+            roi_heads = ret["roi_heads"]
+            roi_heads.box_predictor.loss_weight = update_weight(roi_heads.box_predictor.loss_weight)
+            roi_heads.mask_head.loss_weight = update_weight(roi_heads.mask_head.loss_weight)
+        return ret
+
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs: one dict per image with "image", and for training "instances"
+                (ground truth) and "sem_seg" ((H, W) long class ids, ``ignore_value`` where
+                unlabelled); optionally "height"/"width" for the output size.
+
+        Returns:
+            Training: dict of losses ("loss_sem_seg", the RPN and ROI-head losses).
+            Inference: see :meth:`inference`.
+        """
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+
+        for key in ("sem_seg", "instances"):
+            if key not in batched_inputs[0]:
+                raise KeyError(f"Training PanopticFPN needs a '{key}' key in every input dict.")
+        gt_sem_seg = _pad_sem_seg_targets(batched_inputs, self.pixel_mean, self.backbone,
+                                          self.sem_seg_head.ignore_value).long()  # (N, Hp, Wp)
+        _, sem_seg_losses = self.sem_seg_head(features, gt_sem_seg)
+
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
+        _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+
+        losses = dict(sem_seg_losses)
+        losses.update(proposal_losses)
+        losses.update(detector_losses)
+        return losses
+
+    # GeneralizedRCNN.inference's signature is kept (detected_instances before do_postprocess)
+    # so the override stays substitutable; detectron2's PanopticFPN.inference has no
+    # detected_instances, so call it with do_postprocess= by keyword, as detectron2 code does.
+    def inference(self, batched_inputs: List[Dict], detected_instances: Optional[List[Instances]] = None,
+                  do_postprocess: bool = True) -> Union[List[Dict], Tuple[List[Instances], Tensor]]:
+        """Run inference on ``batched_inputs``.
+
+        Args:
+            detected_instances: if given, skip proposals and box prediction and run the mask
+                head on these boxes (``pred_boxes``, ``pred_classes`` and ``scores`` per image).
+            do_postprocess: rescale to "height"/"width" and combine into a panoptic output.
+
+        Returns:
+            With ``do_postprocess``: per image ``{"sem_seg": (C, H, W) logits, "instances":
+            Instances at (H, W), "panoptic_seg": (ids (H, W) int32, segments_info)}``.
+            Without: ``(detector_results, sem_seg_results)``, the raw ``list[Instances]`` at the
+            input resolution and the (N, C, Hp, Wp) semantic logits of the padded batch.
+        """
+        if self.training:
+            raise RuntimeError("inference() needs model.eval(); the model is in training mode.")
+        if isinstance(detected_instances, bool):
+            raise TypeError(
+                "PanopticFPN.inference's second argument is detected_instances; pass "
+                "do_postprocess by keyword."
+            )
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        sem_seg_results, _ = self.sem_seg_head(features, None)  # (N, C, Hp, Wp)
+        if detected_instances is None:
+            proposals, _ = self.proposal_generator(images, features, None)
+            detector_results, _ = self.roi_heads(images, features, proposals, None)
+        else:
+            detected_instances = [x.to(self.device) for x in detected_instances]
+            detector_results = self.roi_heads.forward_with_given_boxes(features, detected_instances)
+
+        if not do_postprocess:
+            return detector_results, sem_seg_results
+
+        processed_results = []
+        for sem_seg_result, detector_result, input_per_image, image_size in zip(
+            sem_seg_results, detector_results, batched_inputs, images.image_sizes
+        ):
+            height = input_per_image.get("height", image_size[0])
+            width = input_per_image.get("width", image_size[1])
+            sem_seg_r = sem_seg_postprocess(sem_seg_result, image_size, height, width)
+            detector_r = detector_postprocess(detector_result, height, width)
+            panoptic_r = combine_semantic_and_instance_outputs(
+                detector_r,
+                sem_seg_r.argmax(dim=0),
+                self.combine_overlap_thresh,
+                self.combine_stuff_area_thresh,
+                self.combine_instances_score_thresh,
+            )
+            processed_results.append({"sem_seg": sem_seg_r, "instances": detector_r,
+                                      "panoptic_seg": panoptic_r})
+        return processed_results
+
+
+def combine_semantic_and_instance_outputs(
+    instance_results: Instances,
+    semantic_results: Tensor,
+    overlap_threshold: float,
+    stuff_area_thresh: float,
+    instances_score_thresh: float,
+) -> Tuple[Tensor, List[Dict]]:
+    """Merge instance masks and a semantic map into one panoptic segmentation.
+
+    Instances are placed in decreasing score order, stopping at the first one scoring below
+    ``instances_score_thresh``. An instance is skipped when its mask is empty or when more than
+    ``overlap_threshold`` of it is already covered; otherwise it takes its still-free pixels.
+    Then every semantic class except 0 (class 0 is the single "thing" class of the semantic
+    head) takes its still-free pixels, if there are at least ``stuff_area_thresh`` of them.
+
+    Args:
+        instance_results: ``detector_postprocess`` output: ``scores``, ``pred_classes`` and
+            ``pred_masks`` (R, H, W) at the output resolution.
+        semantic_results: (H, W) semantic class ids (the argmax of the semantic logits).
+
+    Returns:
+        panoptic_seg: (H, W) int32 segment ids, 0 where no segment was placed.
+        segments_info: one dict per segment, in id order: ``{"id", "isthing": True, "score",
+            "category_id", "instance_id"}`` for things (``instance_id`` indexes
+            ``instance_results``) and ``{"id", "isthing": False, "category_id", "area"}`` for
+            stuff (``category_id`` is the semantic class id).
+    """
+    if semantic_results.dim() != 2:
+        raise ValueError(
+            f"Expected semantic_results of shape (H, W), got {tuple(semantic_results.shape)}."
+        )
+    masks = instance_results.pred_masks
+    if masks.dim() != 3 or tuple(masks.shape[-2:]) != tuple(semantic_results.shape):
+        raise ValueError(
+            f"Expected instance pred_masks of shape (R, {semantic_results.shape[0]}, "
+            f"{semantic_results.shape[1]}) (run detector_postprocess first), got {tuple(masks.shape)}."
+        )
+    panoptic_seg = torch.zeros_like(semantic_results, dtype=torch.int32)
+
+    sorted_inds = torch.argsort(-instance_results.scores)
+    current_segment_id = 0
+    segments_info: List[Dict] = []
+    instance_masks = masks.to(dtype=torch.bool, device=panoptic_seg.device)
+
+    for inst_id in sorted_inds:
+        score = instance_results.scores[inst_id].item()
+        if score < instances_score_thresh:
+            break  # sorted: every later instance scores lower
+        mask = instance_masks[inst_id]  # (H, W)
+        mask_area = mask.sum().item()
+        if mask_area == 0:
+            continue
+        intersect = (mask > 0) & (panoptic_seg > 0)
+        intersect_area = intersect.sum().item()
+        if intersect_area * 1.0 / mask_area > overlap_threshold:
+            continue
+        if intersect_area > 0:
+            mask = mask & (panoptic_seg == 0)
+
+        current_segment_id += 1
+        panoptic_seg[mask] = current_segment_id
+        segments_info.append({
+            "id": current_segment_id,
+            "isthing": True,
+            "score": score,
+            "category_id": instance_results.pred_classes[inst_id].item(),
+            "instance_id": inst_id.item(),
+        })
+
+    for semantic_label in torch.unique(semantic_results).cpu().tolist():
+        if semantic_label == 0:  # the "things" class of the semantic head
+            continue
+        mask = (semantic_results == semantic_label) & (panoptic_seg == 0)
+        mask_area = mask.sum().item()
+        if mask_area < stuff_area_thresh:
+            continue
+        current_segment_id += 1
+        panoptic_seg[mask] = current_segment_id
+        segments_info.append({
+            "id": current_segment_id,
+            "isthing": False,
+            "category_id": semantic_label,
+            "area": mask_area,
+        })
+    return panoptic_seg, segments_info
