@@ -1,0 +1,616 @@
+"""Saving and loading models (and optimizers, schedulers, ...) to and from checkpoint files.
+
+:class:`Checkpointer` and :class:`PeriodicCheckpointer` behave like fvcore's, which detectron2
+re-exports; :class:`DetectionCheckpointer` adds detectron2's handling of model-zoo formats.
+Which file is read how:
+
+- ``*.pkl`` holding ``"model"`` and ``"__author__"``: detectron2 model zoo, ``{name: ndarray}``;
+- any other ``*.pkl`` (``{"blobs": ...}`` or a flat ``{name: ndarray}``): Caffe2 / Detectron1,
+  renamed by heuristics;
+- anything else (``*.pth``, ``*.pt``, ...): ``torch.load(weights_only=True)``; a bare state
+  dict is wrapped as ``{"model": ...}``.
+
+Names are matched by heuristics (:func:`~.c2_model_loading.align_and_update_state_dicts`)
+when the file says ``"matching_heuristics": True``, when it is a Caffe2 file, or when the path
+ends in ``?matching_heuristics=True``. ``.pkl`` files go through a restricted unpickler and
+``.pth`` files through torch's weights-only unpickler, so loading never runs code from the
+file.
+
+Paths can be local files, ``http(s)://`` URLs or ``detectron2://`` model-zoo names (see
+:mod:`.catalog`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import pickle
+import re
+import uuid
+import zipfile
+from collections import defaultdict
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+from urllib.parse import parse_qs
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import catalog
+from .c2_model_loading import align_and_update_state_dicts
+from .safe_pickle import UnsafePickleError, allowed_globals, find_pickle_globals, safe_load_pickle
+
+__all__ = [
+    "Checkpointer",
+    "CheckpointLoadError",
+    "DetectionCheckpointer",
+    "IncompatibleKeys",
+    "PeriodicCheckpointer",
+    "get_missing_parameters_message",
+    "get_unexpected_parameters_message",
+]
+
+
+class IncompatibleKeys(NamedTuple):
+    """What did not load, as returned by ``_load_model`` and kept in
+    :attr:`Checkpointer.incompatible_keys` after each :meth:`Checkpointer.load`."""
+
+    #: Model keys the checkpoint gave no value for.
+    missing_keys: List[str]
+    #: Checkpoint keys the model has no place for.
+    unexpected_keys: List[str]
+    #: ``(key, shape in checkpoint, shape in model)`` of entries skipped for their shape.
+    incorrect_shapes: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, corrupt, or of an unknown layout)."""
+
+
+def _is_main_process() -> bool:
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class Checkpointer:
+    """Saves and loads a model together with other objects that have ``state_dict()``.
+
+    Args:
+        model: The model. ``DataParallel`` / ``DistributedDataParallel`` wrappers are unwrapped.
+        save_dir: Folder for :meth:`save` and the ``last_checkpoint`` tag; ``""`` disables
+            saving.
+        save_to_disk: ``False`` makes :meth:`save` a no-op (e.g. on non-main processes).
+        **checkpointables: Other objects to save and restore, e.g. ``optimizer=optimizer``.
+
+    Attributes:
+        incompatible_keys: :class:`IncompatibleKeys` of the last :meth:`load` (``None`` before).
+    """
+
+    def __init__(self, model: nn.Module, save_dir: str = "", *, save_to_disk: bool = True,
+                 **checkpointables: Any) -> None:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        self.model = model
+        self.checkpointables: Dict[str, Any] = {}
+        for key, obj in checkpointables.items():
+            self.add_checkpointable(key, obj)
+        self.logger = logging.getLogger(__name__)
+        self.save_dir = save_dir
+        self.save_to_disk = save_to_disk
+        self.incompatible_keys: Optional[IncompatibleKeys] = None
+
+    def add_checkpointable(self, key: str, checkpointable: Any) -> None:
+        """Tracks one more object with ``state_dict()`` / ``load_state_dict()`` under ``key``."""
+        if key in self.checkpointables or key == "model":
+            raise KeyError(f"Key '{key}' is already used in the checkpointer.")
+        if not hasattr(checkpointable, "state_dict"):
+            raise TypeError(
+                f"Checkpointable '{key}' needs a state_dict() method; got {type(checkpointable).__name__}."
+            )
+        self.checkpointables[key] = checkpointable
+
+    # ------------------------------------------------------------------------------- saving
+    def save(self, name: str, **kwargs: Any) -> None:
+        """Writes ``save_dir/name.pth`` and points ``save_dir/last_checkpoint`` at it.
+
+        The file holds ``{"model": model.state_dict(), <checkpointable>: its state_dict(),
+        **kwargs}``. It is written to a temporary file in ``save_dir`` and renamed, so an
+        interrupted save never leaves a partial ``name.pth``.
+
+        Args:
+            name: File name without the ``.pth`` extension (no folders).
+            **kwargs: Extra picklable data, returned by :meth:`load` (e.g. ``iteration=...``).
+        """
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data: Dict[str, Any] = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+
+        basename = f"{name}.pth"
+        if os.path.basename(basename) != basename:
+            raise ValueError(f"Checkpoint name must be a plain file name, got '{name}'.")
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", save_file)
+        _atomic_write(save_file, lambda f: torch.save(data, f), binary=True)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Writes ``last_filename_basename`` into ``save_dir/last_checkpoint``."""
+        _atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
+                      lambda f: f.write(last_filename_basename), binary=False)
+
+    def has_checkpoint(self) -> bool:
+        """Whether ``save_dir`` holds a ``last_checkpoint`` tag."""
+        return os.path.exists(os.path.join(self.save_dir, "last_checkpoint"))
+
+    def get_checkpoint_file(self) -> str:
+        """The latest checkpoint file in ``save_dir``, or ``""`` if there is none."""
+        try:
+            with open(os.path.join(self.save_dir, "last_checkpoint")) as f:
+                last_saved = f.read().strip()
+        except OSError:
+            # Missing, or just deleted by another process.
+            return ""
+        return os.path.join(self.save_dir, last_saved)
+
+    def get_all_checkpoint_files(self) -> List[str]:
+        """All ``.pth`` files in ``save_dir``."""
+        if not os.path.isdir(self.save_dir):
+            return []
+        return [
+            os.path.join(self.save_dir, f) for f in sorted(os.listdir(self.save_dir))
+            if f.endswith(".pth") and os.path.isfile(os.path.join(self.save_dir, f))
+        ]
+
+    # ------------------------------------------------------------------------------ loading
+    def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
+        """Resumes from ``save_dir``'s last checkpoint if ``resume`` and one exists (model and
+        every checkpointable); otherwise loads only the model from ``path``.
+
+        Returns:
+            Same as :meth:`load`.
+        """
+        if resume and self.has_checkpoint():
+            return self.load(self.get_checkpoint_file())
+        return self.load(path, checkpointables=[])
+
+    def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
+        """Loads the model, and the checkpointables, from a checkpoint.
+
+        Args:
+            path: Local file, URL or ``detectron2://`` name, optionally followed by
+                ``?matching_heuristics=True``. Empty: nothing is loaded.
+            checkpointables: Names of the checkpointables to restore; ``None`` means all that
+                the file contains.
+
+        Returns:
+            What the file holds besides the model and the restored checkpointables, e.g.
+            ``{"iteration": 999}`` or ``{"__author__": ...}``. Keys that did not load are in
+            :attr:`incompatible_keys` and in the log.
+
+        Raises:
+            FileNotFoundError / catalog.DownloadError: The file cannot be found or fetched.
+            UnsafePickleError: The file asks to run code (nothing from it has run).
+            CheckpointLoadError: The file is truncated, corrupt or of an unknown layout.
+        """
+        self.incompatible_keys = None
+        if not path:
+            self.logger.info("No checkpoint found. Initializing model from scratch")
+            return {}
+        path = os.fspath(path)
+        self.logger.info("Loading checkpoint from %s", path)
+        filename, query = _split_query(path)
+        local = catalog.get_local_path(filename)
+
+        checkpoint = self._load_file(local)
+        _apply_query(checkpoint, query, path)
+        incompatible = self._load_model(checkpoint)
+        if incompatible is not None:
+            incompatible = self._filter_incompatible(incompatible)
+            self.incompatible_keys = incompatible
+            self._log_incompatible_keys(incompatible)
+
+        for key in self.checkpointables if checkpointables is None else checkpointables:
+            if key in checkpoint:
+                self.logger.info("Loading %s from %s", key, path)
+                self.checkpointables[key].load_state_dict(checkpoint.pop(key))
+        return checkpoint
+
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        """Reads a local checkpoint file into a dict with a ``"model"`` entry."""
+        loaded = _torch_load(filename)
+        if not isinstance(loaded, dict):
+            raise CheckpointLoadError(
+                f"Checkpoint '{filename}' holds a {type(loaded).__name__}; expected a dict "
+                "(a state dict, or {'model': state_dict, ...})."
+            )
+        if "model" not in loaded:
+            loaded = {"model": loaded}
+        return loaded
+
+    def _load_model(self, checkpoint: Dict[str, Any]) -> IncompatibleKeys:
+        """Copies ``checkpoint.pop("model")`` into the model, skipping entries whose shape does
+        not fit."""
+        state_dict = checkpoint.pop("model")
+        _check_state_dict(state_dict)
+        state_dict = _to_tensors(state_dict)
+        # Checkpoints saved from a (Distributed)DataParallel wrapper prefix every key "module.".
+        _strip_prefix_if_present(state_dict, "module.")
+
+        model_state_dict = self.model.state_dict()
+        incorrect_shapes = []
+        for k in list(state_dict.keys()):
+            if k not in model_state_dict:
+                continue
+            target = model_state_dict[k]
+            if isinstance(target, nn.parameter.UninitializedParameter):
+                continue  # lazy modules take any shape
+            shape_model, shape_ckpt = tuple(target.shape), tuple(state_dict[k].shape)
+            if shape_model != shape_ckpt:
+                incorrect_shapes.append((k, shape_ckpt, shape_model))
+                state_dict.pop(k)
+        result = self.model.load_state_dict(state_dict, strict=False)
+        return IncompatibleKeys(list(result.missing_keys), list(result.unexpected_keys), incorrect_shapes)
+
+    def _filter_incompatible(self, incompatible: IncompatibleKeys) -> IncompatibleKeys:
+        """Drops missing keys that were loaded under another name of the same tensor."""
+        missing = _filter_reused_missing_keys(self.model, incompatible.missing_keys)
+        return incompatible._replace(missing_keys=missing)
+
+    def _log_incompatible_keys(self, incompatible: IncompatibleKeys) -> None:
+        for key, shape_ckpt, shape_model in incompatible.incorrect_shapes:
+            self.logger.warning(
+                "Skip loading parameter '%s' to the model due to incompatible shapes: %s in the "
+                "checkpoint but %s in the model! You might want to double check if this is "
+                "expected.", key, shape_ckpt, shape_model,
+            )
+        if incompatible.missing_keys:
+            self.logger.info(get_missing_parameters_message(incompatible.missing_keys))
+        if incompatible.unexpected_keys:
+            self.logger.info(get_unexpected_parameters_message(incompatible.unexpected_keys))
+
+
+class DetectionCheckpointer(Checkpointer):
+    """A :class:`Checkpointer` that also reads detectron2 and Caffe2 / Detectron1 model-zoo
+    files, renaming legacy weights by heuristics (see the module doc).
+
+    Args:
+        model: The model.
+        save_dir: Folder for :meth:`save`.
+        save_to_disk: Defaults to "this is the main process" (rank 0 or not distributed).
+        **checkpointables: Other objects to save and restore, e.g. ``optimizer=optimizer``.
+
+    Example::
+
+        DetectionCheckpointer(model).load("detectron2://COCO-InstanceSegmentation/"
+                                          "mask_rcnn_R_50_FPN_3x/137849600/model_final_f10217.pkl")
+        checkpointer = DetectionCheckpointer(model, save_dir="output")
+        checkpointer.save("model_999")  # output/model_999.pth
+    """
+
+    def __init__(self, model: nn.Module, save_dir: str = "", *, save_to_disk: Optional[bool] = None,
+                 **checkpointables: Any) -> None:
+        super().__init__(
+            model, save_dir,
+            save_to_disk=_is_main_process() if save_to_disk is None else save_to_disk,
+            **checkpointables,
+        )
+
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        if filename.endswith(".pkl"):
+            data = _pickle_load(filename)
+            if not isinstance(data, dict):
+                raise CheckpointLoadError(
+                    f"'{filename}' holds a {type(data).__name__}; a .pkl checkpoint must hold a "
+                    "dict ({'model': ..., '__author__': ...}, {'blobs': ...} or {name: array})."
+                )
+            if "model" in data and "__author__" in data:
+                # detectron2 model zoo format.
+                self.logger.info("Reading a file from '%s'", data["__author__"])
+                return data
+            # Caffe2 / Detectron1 model zoo. Detection models keep their weights under
+            # "blobs" (next to e.g. "cfg"); ImageNet models are a flat {name: array}.
+            if "blobs" in data:
+                data = data["blobs"]
+            if not isinstance(data, Mapping):
+                raise CheckpointLoadError(
+                    f"'{filename}' has 'blobs' of type {type(data).__name__}; expected a dict."
+                )
+            data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+            return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+        return super()._load_file(filename)
+
+    def _load_model(self, checkpoint: Dict[str, Any]) -> IncompatibleKeys:
+        if checkpoint.get("matching_heuristics", False):
+            _check_state_dict(checkpoint["model"])
+            checkpoint["model"] = align_and_update_state_dicts(
+                self.model.state_dict(),
+                _to_tensors(checkpoint["model"]),
+                c2_conversion=checkpoint.get("__author__", None) == "Caffe2",
+            )
+        incompatible = super()._load_model(checkpoint)
+
+        # pixel_mean / pixel_std come from the config; old checkpoints may lack them.
+        own_buffers = dict(self.model.named_buffers(recurse=False))
+        missing = [k for k in incompatible.missing_keys
+                   if not (k in ("pixel_mean", "pixel_std") and k in own_buffers)]
+        # Old checkpoints stored cell anchors, which are now non-persistent buffers.
+        unexpected = [k for k in incompatible.unexpected_keys if "anchor_generator.cell_anchors" not in k]
+        return incompatible._replace(missing_keys=missing, unexpected_keys=unexpected)
+
+
+class PeriodicCheckpointer:
+    """Calls ``checkpointer.save`` every ``period`` iterations and at the last one.
+
+    Args:
+        checkpointer: Saves the files.
+        period: Save after iterations ``period - 1``, ``2 period - 1``, ... as
+            ``{file_prefix}_{iteration:07d}.pth``.
+        max_iter: If given, save ``{file_prefix}_final.pth`` at iteration ``max_iter - 1``.
+        max_to_keep: Keep only this many of the periodic files, deleting the oldest
+            (``{file_prefix}_final.pth`` is never deleted).
+        file_prefix: File name prefix.
+    """
+
+    def __init__(self, checkpointer: Checkpointer, period: int, max_iter: Optional[int] = None,
+                 max_to_keep: Optional[int] = None, file_prefix: str = "model") -> None:
+        self.checkpointer = checkpointer
+        self.period = int(period)
+        if self.period <= 0:
+            raise ValueError(f"period must be a positive number of iterations, got {period}.")
+        self.max_iter = max_iter
+        if max_to_keep is not None and max_to_keep <= 0:
+            raise ValueError(f"max_to_keep must be positive or None, got {max_to_keep}.")
+        self.max_to_keep = max_to_keep
+        self.recent_checkpoints: List[str] = []
+        self.file_prefix = file_prefix
+
+    def step(self, iteration: int, **kwargs: Any) -> None:
+        """Saves if ``iteration`` (0-based) ends a period or is the last one.
+
+        Args:
+            iteration: The iteration that just finished, in ``[0, max_iter - 1]``.
+            **kwargs: Extra data to save; ``iteration`` is always added.
+        """
+        iteration = int(iteration)
+        additional_state = {"iteration": iteration, **kwargs}
+        if (iteration + 1) % self.period == 0:
+            self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}", **additional_state)
+            if self.max_to_keep is not None:
+                self.recent_checkpoints.append(self.checkpointer.get_checkpoint_file())
+                if len(self.recent_checkpoints) > self.max_to_keep:
+                    stale = self.recent_checkpoints.pop(0)
+                    if os.path.exists(stale) and not stale.endswith(f"{self.file_prefix}_final.pth"):
+                        os.remove(stale)
+        if self.max_iter is not None and iteration >= self.max_iter - 1:
+            self.checkpointer.save(f"{self.file_prefix}_final", **additional_state)
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        """Saves now, outside the schedule (same arguments as :meth:`Checkpointer.save`)."""
+        self.checkpointer.save(name, **kwargs)
+
+
+# ------------------------------------------------------------------------------------ messages
+def get_missing_parameters_message(keys: List[str]) -> str:
+    """A table of the model keys the checkpoint did not provide, one row per module."""
+    return "Some model parameters or buffers are not found in the checkpoint:\n" + _key_table(keys)
+
+
+def get_unexpected_parameters_message(keys: List[str]) -> str:
+    """A table of the checkpoint keys the model does not use, one row per module."""
+    return "The checkpoint state_dict contains keys that are not used by the model:\n" + _key_table(keys)
+
+
+def _key_table(keys: Iterable[str]) -> str:
+    # "roi_heads.box_predictor.cls_score.weight", "...cls_score.bias"
+    #   -> | roi_heads.box_predictor.cls_score | {weight, bias} |
+    from tabulate import tabulate
+
+    groups: Dict[str, List[str]] = {}
+    for key in keys:
+        head, dot, tail = key.rpartition(".")
+        groups.setdefault(head if dot else key, []).extend([tail] if dot else [])
+    rows = []
+    for head, tails in sorted(groups.items()):
+        names = "" if not tails else tails[0] if len(tails) == 1 else "{" + ", ".join(tails) + "}"
+        rows.append((head, names))
+    return tabulate(rows, headers=["Module", "Names"], tablefmt="pipe")
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _split_query(path: str) -> Tuple[str, str]:
+    """``"x.pth?matching_heuristics=True"`` -> ``("x.pth", "matching_heuristics=True")``; an
+    existing local file whose name contains "?" is kept whole."""
+    if "?" not in path or os.path.isfile(path):
+        return path, ""
+    filename, _, query = path.partition("?")
+    return filename, query
+
+
+def _apply_query(checkpoint: Dict[str, Any], query: str, path: str) -> None:
+    if not query:
+        return
+    queries = parse_qs(query, keep_blank_values=True)
+    flag = queries.pop("matching_heuristics", None)
+    if flag is not None:
+        if flag not in (["True"], ["False"]):
+            raise ValueError(f"matching_heuristics must be True or False in '{path}', got {flag}.")
+        if flag == ["True"]:
+            checkpoint["matching_heuristics"] = True
+    if queries:
+        raise ValueError(
+            f"Unsupported query {sorted(queries)} in checkpoint path '{path}'; only "
+            "matching_heuristics=True is understood."
+        )
+
+
+def _pickle_load(filename: str) -> Any:
+    try:
+        return safe_load_pickle(filename, encoding="latin1")
+    except UnsafePickleError:
+        raise
+    except pickle.UnpicklingError as e:
+        raise CheckpointLoadError(str(e)) from e
+
+
+def _numpy_globals() -> List[Any]:
+    """What numpy arrays inside a ``.pth`` need from torch's weights-only unpickler."""
+    allowed = list(allowed_globals().values())
+    dtype_classes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"}
+    return allowed + sorted(dtype_classes, key=lambda t: t.__name__)
+
+
+def _torch_load(filename: str) -> Any:
+    """``torch.load(weights_only=True)`` (numpy arrays admitted too), with errors naming the
+    file."""
+    try:
+        if hasattr(torch.serialization, "safe_globals"):  # torch >= 2.5
+            with torch.serialization.safe_globals(_numpy_globals()):
+                return torch.load(filename, map_location="cpu", weights_only=True)
+        return torch.load(filename, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = _torch_reason(str(e))
+        if not re.search(r"unsupported global", reason, re.IGNORECASE):
+            # torch's reader also stops at opcodes it does not parse (pickle protocols 0 and 1)
+            # before reaching any import; look for imports ourselves, without running anything.
+            suspicious = [g for g in _globals_in_torch_file(filename) if not _is_weight_global(g)]
+            if suspicious:
+                reason = f"it imports {', '.join(sorted(set(suspicious)))}. torch says: {reason}"
+            else:
+                raise CheckpointLoadError(_damaged_message(filename, reason)) from e
+        raise UnsafePickleError(
+            f"Refusing to load '{filename}': it imports something other than tensors, numpy "
+            "arrays and plain containers, so loading it could run code from the file; nothing "
+            f"from it has run. torch.load(weights_only=True) refused it: {reason}"
+        ) from e
+    except Exception as e:  # RuntimeError from a damaged zip, EOFError, ...
+        raise CheckpointLoadError(_damaged_message(filename, f"{type(e).__name__}: {e}")) from e
+
+
+def _globals_in_torch_file(filename: str) -> List[str]:
+    """Imports named by a torch checkpoint's pickles (zip or legacy format), found statically."""
+    try:
+        if zipfile.is_zipfile(filename):
+            with zipfile.ZipFile(filename) as z:
+                return [g for name in z.namelist() if name.endswith(".pkl")
+                        for g in find_pickle_globals(z.read(name))]
+        with open(filename, "rb") as f:
+            return find_pickle_globals(f.read())
+    except (OSError, zipfile.BadZipFile):
+        return []
+
+
+def _is_weight_global(name: str) -> bool:
+    """Whether an import is one that tensors and numpy arrays in a torch file need."""
+    if name in {".".join(key) for key in allowed_globals()}:
+        return True
+    module, _, attr = name.rpartition(".")
+    if module == "torch._utils":
+        return attr.startswith("_rebuild_")
+    if module == "torch":
+        return attr.endswith("Storage") or attr in ("Size", "device") or isinstance(
+            getattr(torch, attr, None), torch.dtype
+        )
+    return False
+
+
+def _torch_reason(message: str) -> str:
+    """The informative lines of torch's weights-only error (without its general advice)."""
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    lines = [ln.strip() for ln in message.splitlines()]
+    kept = [ln for ln in lines if ln and not ln.startswith(boilerplate)]
+    return " ".join(kept) or message
+
+
+def _damaged_message(filename: str, reason: str) -> str:
+    return (
+        f"Cannot read checkpoint '{filename}': {reason}\nThe file is truncated or corrupt (an "
+        "interrupted download or save?), or is not a torch checkpoint."
+    )
+
+
+def _check_state_dict(state_dict: Any) -> None:
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointLoadError(
+            f"The checkpoint's 'model' entry is a {type(state_dict).__name__}; expected a dict "
+            "of parameter name -> tensor or numpy array."
+        )
+    for k, v in state_dict.items():
+        if not isinstance(v, (np.ndarray, torch.Tensor)):
+            raise CheckpointLoadError(
+                f"Unsupported type found in checkpoint! {k}: {type(v).__name__} (expected a "
+                "tensor or a numpy array)."
+            )
+
+
+def _to_tensors(state_dict: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
+    """Numpy arrays -> tensors sharing their bits (byte order made native); keeps the order and
+    the ``_metadata`` attribute of a ``state_dict()``."""
+    out = copy.copy(state_dict) if isinstance(state_dict, dict) else dict(state_dict)
+    for k, v in out.items():
+        if isinstance(v, np.ndarray):
+            if not v.dtype.isnative:
+                v = v.astype(v.dtype.newbyteorder("="))
+            if not v.flags.writeable or any(stride < 0 for stride in v.strides):
+                v = v.copy()  # torch.from_numpy needs writable, positively strided memory
+            out[k] = torch.from_numpy(v)
+    return out
+
+
+def _strip_prefix_if_present(state_dict: Dict[str, Any], prefix: str) -> None:
+    keys = sorted(state_dict.keys())
+    if not keys or not all(k.startswith(prefix) for k in keys):
+        return
+    for k in keys:
+        state_dict[k[len(prefix):]] = state_dict.pop(k)
+    metadata = getattr(state_dict, "_metadata", None)
+    if metadata is not None:
+        for k in list(metadata.keys()):
+            # "" is the wrapper itself; "module" and "module.x" belong to the model.
+            if k:
+                metadata[k[len(prefix):]] = metadata.pop(k)
+
+
+def _named_modules_with_dup(model: nn.Module, prefix: str = "") -> Iterable[Tuple[str, nn.Module]]:
+    """``named_modules()`` including modules reachable under more than one name."""
+    yield prefix, model
+    for name, module in model._modules.items():
+        if module is not None:
+            yield from _named_modules_with_dup(module, prefix + ("." if prefix else "") + name)
+
+
+def _filter_reused_missing_keys(model: nn.Module, keys: List[str]) -> List[str]:
+    """Drops a missing key if the same tensor was loaded under another of its names."""
+    keyset = set(keys)
+    names_of: Dict[int, set] = defaultdict(set)
+    for prefix, module in _named_modules_with_dup(model):
+        for name, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            names_of[id(t)].add((prefix + "." if prefix else "") + name)
+    for names in names_of.values():
+        if any(n in keyset for n in names) and not all(n in keyset for n in names):
+            keyset -= names
+    return [k for k in keys if k in keyset]
+
+
+def _atomic_write(path: str, write, *, binary: bool) -> None:
+    """Calls ``write(file)`` on a temporary file beside ``path``, then renames it to ``path``.
+
+    The temporary file is created with ``open(..., "x")`` (not ``mkstemp``) so that the result
+    gets the usual permissions under the process umask.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb" if binary else "x") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
