@@ -71,6 +71,9 @@ def configurable(init_func: Optional[Callable] = None, *, from_config: Optional[
 
         @functools.wraps(init_func)
         def wrapped(self, *args: Any, **kwargs: Any) -> None:
+            if not _called_with_cfg(*args, **kwargs):
+                init_func(self, *args, **kwargs)
+                return
             from_config_func = getattr(type(self), "from_config", None)
             if from_config_func is None:
                 raise AttributeError(
@@ -78,11 +81,8 @@ def configurable(init_func: Optional[Callable] = None, *, from_config: Optional[
                 )
             if not inspect.ismethod(from_config_func):
                 raise TypeError(f"{type(self).__name__}.from_config must be a classmethod.")
-            if _called_with_cfg(*args, **kwargs):
-                explicit = _get_args_from_config(from_config_func, *args, **kwargs)
-                init_func(self, **explicit)
-            else:
-                init_func(self, *args, **kwargs)
+            explicit = _get_args_from_config(from_config_func, *args, **kwargs)
+            init_func(self, **explicit)
 
         return wrapped
 
