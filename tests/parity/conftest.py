@@ -1,4 +1,14 @@
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).parent))
+
+# The reference fixtures were produced with two intra-op threads (a 2-core machine). Convolution
+# reductions are summed in a different order for other thread counts: scores then move by ~1e-7,
+# which is inside every tolerance except one: a pixel of a tiny mask whose probability sits at
+# the 0.5 threshold can flip, and a 62-pixel mask then drops to IoU 0.984 < 0.99. With two threads
+# every stored quantity is reproduced bit for bit, so the parity suite runs with two, in its own
+# process (see the Makefile), not under pytest-xdist's one-thread workers.
+torch.set_num_threads(2)

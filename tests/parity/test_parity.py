@@ -243,7 +243,4 @@ def test_training_losses(name):
                 f"{name} {variant}: storage scalar {k} = {got!r}, reference {want!r}"
             )
         _report(case, f"losses[{variant}] (relative)", errs)
-        # Every loss must reach the parameters.
-        total = sum(losses.values())
-        total.backward()
-        model.zero_grad(set_to_none=True)
+        # (Gradients reaching every parameter are checked on tiny models in tests/modeling.)
