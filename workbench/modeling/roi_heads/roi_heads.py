@@ -400,67 +400,44 @@ class StandardROIHeads(ROIHeads):
             "box_predictor": box_predictor,
         }
 
+    @staticmethod
+    def _init_pooled_head(cfg, input_shape, head_cfg, build_head, prefix: str) -> dict:
+        """Pooler + head for a per-region branch (mask or keypoint) reading ``head_cfg``.
+
+        Returns ``{prefix_in_features, prefix_pooler, prefix_head}``. With an empty
+        ``POOLER_TYPE`` the head pools for itself and gets every input feature's shape.
+        """
+        in_features = cfg.MODEL.ROI_HEADS.IN_FEATURES
+        resolution = head_cfg.POOLER_RESOLUTION
+        pooler_type = head_cfg.POOLER_TYPE
+        ret = {f"{prefix}_in_features": in_features, f"{prefix}_pooler": None}
+        if pooler_type:
+            ret[f"{prefix}_pooler"] = ROIPooler(
+                output_size=resolution,
+                scales=tuple(1.0 / input_shape[k].stride for k in in_features),
+                sampling_ratio=head_cfg.POOLER_SAMPLING_RATIO,
+                pooler_type=pooler_type,
+            )
+            # Every level has the same channel count (checked by the box branch).
+            shape = ShapeSpec(channels=input_shape[in_features[0]].channels, width=resolution,
+                              height=resolution)
+        else:
+            shape = {f: input_shape[f] for f in in_features}
+        ret[f"{prefix}_head"] = build_head(cfg, shape)
+        return ret
+
     @classmethod
     def _init_mask_head(cls, cfg, input_shape):
         if not cfg.MODEL.MASK_ON:
             return {}
-        in_features = cfg.MODEL.ROI_HEADS.IN_FEATURES
-        pooler_resolution = cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION
-        pooler_scales = tuple(1.0 / input_shape[k].stride for k in in_features)
-        sampling_ratio = cfg.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO
-        pooler_type = cfg.MODEL.ROI_MASK_HEAD.POOLER_TYPE
-
-        in_channels = [input_shape[f].channels for f in in_features][0]
-
-        ret = {"mask_in_features": in_features}
-        ret["mask_pooler"] = (
-            ROIPooler(
-                output_size=pooler_resolution,
-                scales=pooler_scales,
-                sampling_ratio=sampling_ratio,
-                pooler_type=pooler_type,
-            )
-            if pooler_type
-            else None
-        )
-        if pooler_type:
-            shape = ShapeSpec(channels=in_channels, width=pooler_resolution,
-                              height=pooler_resolution)
-        else:
-            shape = {f: input_shape[f] for f in in_features}
-        ret["mask_head"] = build_mask_head(cfg, shape)
-        return ret
+        return cls._init_pooled_head(cfg, input_shape, cfg.MODEL.ROI_MASK_HEAD, build_mask_head, "mask")
 
     @classmethod
     def _init_keypoint_head(cls, cfg, input_shape):
         if not cfg.MODEL.KEYPOINT_ON:
             return {}
-        in_features = cfg.MODEL.ROI_HEADS.IN_FEATURES
-        pooler_resolution = cfg.MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION
-        pooler_scales = tuple(1.0 / input_shape[k].stride for k in in_features)
-        sampling_ratio = cfg.MODEL.ROI_KEYPOINT_HEAD.POOLER_SAMPLING_RATIO
-        pooler_type = cfg.MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE
-
-        in_channels = [input_shape[f].channels for f in in_features][0]
-
-        ret = {"keypoint_in_features": in_features}
-        ret["keypoint_pooler"] = (
-            ROIPooler(
-                output_size=pooler_resolution,
-                scales=pooler_scales,
-                sampling_ratio=sampling_ratio,
-                pooler_type=pooler_type,
-            )
-            if pooler_type
-            else None
-        )
-        if pooler_type:
-            shape = ShapeSpec(channels=in_channels, width=pooler_resolution,
-                              height=pooler_resolution)
-        else:
-            shape = {f: input_shape[f] for f in in_features}
-        ret["keypoint_head"] = build_keypoint_head(cfg, shape)
-        return ret
+        return cls._init_pooled_head(cfg, input_shape, cfg.MODEL.ROI_KEYPOINT_HEAD,
+                                     build_keypoint_head, "keypoint")
 
     def forward(
         self,
