@@ -13,7 +13,7 @@ import torch
 
 from workbench.model_zoo import get_config
 from workbench.modeling import META_ARCH_REGISTRY, ROI_HEADS_REGISTRY, build_model
-from workbench.structures import Boxes, ImageList, Instances, Keypoints, PolygonMasks
+from workbench.structures import Boxes, Instances, Keypoints, PolygonMasks
 from workbench.utils.events import EventStorage
 
 SMALL = [

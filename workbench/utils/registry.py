@@ -8,7 +8,7 @@ is never missing because some file was not imported.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 __all__ = ["Registry"]
 

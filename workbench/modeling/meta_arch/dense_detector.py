@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from workbench.layers import move_device_like
 from workbench.structures import Boxes, ImageList, Instances
 from workbench.utils.events import get_event_storage
 
 from ..backbone import Backbone
 from .postprocessing import detector_postprocess
-from .rcnn import _check_batched_inputs, _draw_box_outlines
+from .preprocess import PixelNormalizer, postprocess_per_image
+from .rcnn import _draw_box_outlines
 
 __all__ = ["DenseDetector", "permute_to_N_HWA_K"]
 
@@ -58,7 +58,7 @@ def permute_to_N_HWA_K(tensor: Tensor, K: int) -> Tensor:
     return tensor.reshape(N, -1, K)  # (N, Hi, Wi, A, K) -> (N, Hi*Wi*A, K)
 
 
-class DenseDetector(nn.Module):
+class DenseDetector(PixelNormalizer, nn.Module):
     """Backbone + a head that makes per-location predictions on ``head_in_features``.
 
     ``forward`` in training mode (inside an ``EventStorage``) returns ``dict[str, Tensor]`` of
@@ -95,23 +95,10 @@ class DenseDetector(nn.Module):
                     f"(the backbone has {list(self.backbone.output_shape())})."
                 )
             self.head_in_features = list(head_in_features)
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        if self.pixel_mean.shape != self.pixel_std.shape:
-            raise ValueError(
-                f"pixel_mean {tuple(pixel_mean)} and pixel_std {tuple(pixel_std)} must have the same "
-                "length (one value per input channel)."
-            )
+        self._register_pixel_stats(pixel_mean, pixel_std)
         # Used by visualize_training; subclasses that know it set it from cfg.INPUT.FORMAT.
         self.input_format: Optional[str] = None
         self.vis_period = 0
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def _move_to_current_device(self, x: Tensor) -> Tensor:
-        return move_device_like(x, self.pixel_mean)
 
     def forward(self, batched_inputs: List[Dict]):
         """
@@ -139,14 +126,7 @@ class DenseDetector(nn.Module):
             return losses
 
         results = self.forward_inference(images, features, predictions)
-        processed_results = []
-        for results_per_image, input_per_image, image_size in zip(results, batched_inputs,
-                                                                  images.image_sizes):
-            height = input_per_image.get("height", image_size[0])
-            width = input_per_image.get("width", image_size[1])
-            r = detector_postprocess(results_per_image, height, width)
-            processed_results.append({"instances": r})
-        return processed_results
+        return postprocess_per_image(results, batched_inputs, images.image_sizes)
 
     def forward_training(self, images: ImageList, features: List[Tensor],
                          predictions: List[List[Tensor]],
@@ -158,16 +138,6 @@ class DenseDetector(nn.Module):
                           predictions: List[List[Tensor]]) -> List[Instances]:
         """Per-image detections at the resized input resolution."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward_inference.")
-
-    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        """Normalise, pad and batch the input images."""
-        _check_batched_inputs(batched_inputs, self.pixel_mean.shape[0])
-        images = [self._move_to_current_device(x["image"]) for x in batched_inputs]
-        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
-        return ImageList.from_tensors(
-            images, self.backbone.size_divisibility,
-            padding_constraints=self.backbone.padding_constraints,
-        )
 
     def _transpose_dense_predictions(self, predictions: List[List[Tensor]],
                                      dims_per_anchor: List[int]) -> List[List[Tensor]]:

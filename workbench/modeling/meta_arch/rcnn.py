@@ -20,36 +20,20 @@ import torch
 from torch import nn
 
 from workbench.config import configurable
-from workbench.layers import move_device_like
-from workbench.structures import ImageList, Instances
+from workbench.structures import Instances
 from workbench.utils.events import get_event_storage
 
 from ..backbone import Backbone, build_backbone
 from ..proposal_generator import build_proposal_generator
 from ..roi_heads import build_roi_heads
 from .build import META_ARCH_REGISTRY
-from .postprocessing import detector_postprocess
+from .preprocess import PixelNormalizer, check_batched_inputs, postprocess_per_image
 
 __all__ = ["GeneralizedRCNN", "ProposalNetwork"]
 
 
-def _check_batched_inputs(batched_inputs: List[Dict], input_channels: int) -> None:
-    if not isinstance(batched_inputs, (list, tuple)):
-        raise TypeError(
-            "The model takes a list[dict], one dict per image with at least an 'image' key; got "
-            f"{type(batched_inputs).__name__}."
-        )
-    for i, x in enumerate(batched_inputs):
-        if not isinstance(x, dict) or "image" not in x:
-            keys = list(x) if isinstance(x, dict) else type(x).__name__
-            raise KeyError(f"batched_inputs[{i}] must be a dict with an 'image' key; got {keys}.")
-        img = x["image"]
-        if not isinstance(img, torch.Tensor) or img.dim() != 3 or img.shape[0] != input_channels:
-            shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
-            raise ValueError(
-                f"batched_inputs[{i}]['image'] must be a ({input_channels}, H, W) tensor in "
-                f"cfg.INPUT.FORMAT channel order; got {shape}."
-            )
+# Kept under its old name: other meta-architectures import it from here.
+_check_batched_inputs = check_batched_inputs
 
 
 def _draw_box_outlines(img: np.ndarray, boxes: np.ndarray, color: Tuple[int, int, int]) -> None:
@@ -64,7 +48,7 @@ def _draw_box_outlines(img: np.ndarray, boxes: np.ndarray, color: Tuple[int, int
         img[y0:y1 + 1, x1] = color
 
 
-class GeneralizedRCNN(nn.Module):
+class GeneralizedRCNN(PixelNormalizer, nn.Module):
     """Backbone -> proposal generator -> per-region heads.
 
     Training (``model.train()``, inside ``EventStorage``): returns ``dict[str, Tensor]`` of losses.
@@ -92,13 +76,7 @@ class GeneralizedRCNN(nn.Module):
         self.vis_period = vis_period
         if vis_period > 0 and input_format is None:
             raise ValueError("vis_period > 0 needs input_format to draw images.")
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        if self.pixel_mean.shape != self.pixel_std.shape:
-            raise ValueError(
-                f"PIXEL_MEAN {tuple(pixel_mean)} and PIXEL_STD {tuple(pixel_std)} must have the same "
-                "length (one value per input channel)."
-            )
+        self._register_pixel_stats(pixel_mean, pixel_std)
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -112,13 +90,6 @@ class GeneralizedRCNN(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def _move_to_current_device(self, x: torch.Tensor) -> torch.Tensor:
-        return move_device_like(x, self.pixel_mean)
 
     def visualize_training(self, batched_inputs: List[Dict], proposals: List[Instances]) -> None:
         """Put one image per call into the storage: ground truth (green) | top-20 proposals (red)."""
@@ -211,31 +182,14 @@ class GeneralizedRCNN(nn.Module):
             return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
         return results
 
-    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        """Normalise, pad and batch the input images."""
-        _check_batched_inputs(batched_inputs, self.pixel_mean.shape[0])
-        images = [self._move_to_current_device(x["image"]) for x in batched_inputs]
-        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
-        return ImageList.from_tensors(
-            images, self.backbone.size_divisibility,
-            padding_constraints=self.backbone.padding_constraints,
-        )
-
     @staticmethod
     def _postprocess(instances: List[Instances], batched_inputs: List[Dict],
                      image_sizes: List[Tuple[int, int]]) -> List[Dict]:
         """Rescale each image's instances to its requested output size."""
-        processed_results = []
-        for results_per_image, input_per_image, image_size in zip(instances, batched_inputs,
-                                                                  image_sizes):
-            height = input_per_image.get("height", image_size[0])
-            width = input_per_image.get("width", image_size[1])
-            r = detector_postprocess(results_per_image, height, width)
-            processed_results.append({"instances": r})
-        return processed_results
+        return postprocess_per_image(instances, batched_inputs, image_sizes)
 
 
-class ProposalNetwork(nn.Module):
+class ProposalNetwork(PixelNormalizer, nn.Module):
     """Backbone + proposal generator only (``MODEL.META_ARCHITECTURE: ProposalNetwork``).
 
     Inference returns ``list[dict]`` with ``"proposals"`` (``proposal_boxes``,
@@ -248,8 +202,7 @@ class ProposalNetwork(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.proposal_generator = proposal_generator
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self._register_pixel_stats(pixel_mean, pixel_std)
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -260,22 +213,6 @@ class ProposalNetwork(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def _move_to_current_device(self, x: torch.Tensor) -> torch.Tensor:
-        return move_device_like(x, self.pixel_mean)
-
-    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        _check_batched_inputs(batched_inputs, self.pixel_mean.shape[0])
-        images = [self._move_to_current_device(x["image"]) for x in batched_inputs]
-        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
-        return ImageList.from_tensors(
-            images, self.backbone.size_divisibility,
-            padding_constraints=self.backbone.padding_constraints,
-        )
 
     def forward(self, batched_inputs: List[Dict]):
         if self.training:
@@ -293,14 +230,7 @@ class ProposalNetwork(nn.Module):
         if self.training:
             return proposal_losses
 
-        processed_results = []
-        for results_per_image, input_per_image, image_size in zip(proposals, batched_inputs,
-                                                                  images.image_sizes):
-            height = input_per_image.get("height", image_size[0])
-            width = input_per_image.get("width", image_size[1])
-            r = detector_postprocess(results_per_image, height, width)
-            processed_results.append({"proposals": r})
-        return processed_results
+        return postprocess_per_image(proposals, batched_inputs, images.image_sizes, key="proposals")
 
 
 META_ARCH_REGISTRY.register(GeneralizedRCNN)

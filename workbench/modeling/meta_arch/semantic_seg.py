@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -29,7 +28,7 @@ from workbench.utils.registry import Registry
 from ..backbone import Backbone, build_backbone
 from .build import META_ARCH_REGISTRY
 from .postprocessing import sem_seg_postprocess
-from .rcnn import _check_batched_inputs
+from .preprocess import PixelNormalizer
 
 __all__ = ["SemanticSegmentor", "SEM_SEG_HEADS_REGISTRY", "SemSegFPNHead", "build_sem_seg_head"]
 
@@ -68,7 +67,7 @@ def _pad_sem_seg_targets(batched_inputs: List[Dict], like: Tensor, backbone: Bac
 
 
 @META_ARCH_REGISTRY.register()
-class SemanticSegmentor(nn.Module):
+class SemanticSegmentor(PixelNormalizer, nn.Module):
     """Backbone + semantic segmentation head.
 
     Training returns ``{"loss_sem_seg": ...}``; inference returns ``list[dict]`` with
@@ -87,13 +86,7 @@ class SemanticSegmentor(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        if self.pixel_mean.shape != self.pixel_std.shape:
-            raise ValueError(
-                f"pixel_mean {tuple(pixel_mean)} and pixel_std {tuple(pixel_std)} must have the same "
-                "length (one value per input channel)."
-            )
+        self._register_pixel_stats(pixel_mean, pixel_std)
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -105,23 +98,13 @@ class SemanticSegmentor(nn.Module):
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
     def forward(self, batched_inputs: List[Dict]):
         """
         Args:
             batched_inputs: one dict per image with "image" ((C_in, H, W), 0-255), "sem_seg"
                 ((H, W) long class ids; needed in training) and optionally "height"/"width".
         """
-        _check_batched_inputs(batched_inputs, self.pixel_mean.shape[0])
-        images = [move_device_like(x["image"], self.pixel_mean) for x in batched_inputs]
-        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
-        images = ImageList.from_tensors(
-            images, self.backbone.size_divisibility,
-            padding_constraints=self.backbone.padding_constraints,
-        )
+        images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
 
         if "sem_seg" in batched_inputs[0]:

@@ -1,0 +1,90 @@
+"""What every meta-architecture does before its backbone and after its heads.
+
+Before: check the ``list[dict]`` inputs, move each "image" (C, H, W) to the model's device,
+normalise it with ``PIXEL_MEAN`` / ``PIXEL_STD`` and pad the batch into an ``ImageList``
+(N, C, Hp, Wp) whose sizes honour the backbone's ``size_divisibility``.
+After: rescale each image's results to its requested "height" / "width".
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+
+from workbench.layers import move_device_like
+from workbench.structures import ImageList, Instances
+
+from .postprocessing import detector_postprocess
+
+__all__ = ["PixelNormalizer", "check_batched_inputs", "postprocess_per_image"]
+
+
+def check_batched_inputs(batched_inputs: List[Dict], input_channels: int) -> None:
+    """Fail with a message naming the culprit unless inputs are ``list[dict]`` with (C, H, W) images."""
+    if not isinstance(batched_inputs, (list, tuple)):
+        raise TypeError(
+            "The model takes a list[dict], one dict per image with at least an 'image' key; got "
+            f"{type(batched_inputs).__name__}."
+        )
+    for i, x in enumerate(batched_inputs):
+        if not isinstance(x, dict) or "image" not in x:
+            keys = list(x) if isinstance(x, dict) else type(x).__name__
+            raise KeyError(f"batched_inputs[{i}] must be a dict with an 'image' key; got {keys}.")
+        img = x["image"]
+        if not isinstance(img, torch.Tensor) or img.dim() != 3 or img.shape[0] != input_channels:
+            shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
+            raise ValueError(
+                f"batched_inputs[{i}]['image'] must be a ({input_channels}, H, W) tensor in "
+                f"cfg.INPUT.FORMAT channel order; got {shape}."
+            )
+
+
+class PixelNormalizer:
+    """Mixin for an ``nn.Module`` with a ``backbone``: pixel statistics, device, preprocessing.
+
+    Call :meth:`_register_pixel_stats` in ``__init__``. ``pixel_mean`` / ``pixel_std`` are
+    non-persistent buffers (checkpoints' copies are ignored, as in detectron2), and they decide
+    the model's ``device``.
+    """
+
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+
+    def _register_pixel_stats(self, pixel_mean: Sequence[float], pixel_std: Sequence[float]) -> None:
+        # (C,) -> (C, 1, 1), to broadcast over an image
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        if self.pixel_mean.shape != self.pixel_std.shape:
+            raise ValueError(
+                f"PIXEL_MEAN {tuple(pixel_mean)} and PIXEL_STD {tuple(pixel_std)} must have the same "
+                "length (one value per input channel)."
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def _move_to_current_device(self, x: torch.Tensor) -> torch.Tensor:
+        return move_device_like(x, self.pixel_mean)
+
+    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalise, pad and batch the input images: (N, C, Hp, Wp)."""
+        check_batched_inputs(batched_inputs, self.pixel_mean.shape[0])
+        images = [self._move_to_current_device(x["image"]) for x in batched_inputs]
+        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
+        return ImageList.from_tensors(
+            images, self.backbone.size_divisibility,
+            padding_constraints=self.backbone.padding_constraints,
+        )
+
+
+def postprocess_per_image(results: List[Instances], batched_inputs: List[Dict],
+                          image_sizes: List[Tuple[int, int]], key: str = "instances") -> List[Dict]:
+    """``[{key: results rescaled to input i's "height"/"width" (default: its input size)}]``."""
+    processed = []
+    for results_per_image, input_per_image, image_size in zip(results, batched_inputs, image_sizes):
+        height = input_per_image.get("height", image_size[0])
+        width = input_per_image.get("width", image_size[1])
+        processed.append({key: detector_postprocess(results_per_image, height, width)})
+    return processed
