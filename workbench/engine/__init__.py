@@ -1,5 +1,21 @@
-"""Running models: ``DefaultPredictor`` for inference on single images."""
+"""Running models: ``DefaultPredictor`` for inference on single images; training loops
+(``SimpleTrainer``, ``AMPTrainer``, ``DefaultTrainer``), their hooks, and ``launch`` for
+multi-process / multi-machine runs."""
 
-from .defaults import DefaultPredictor
+from . import hooks
+from .defaults import (
+    DefaultPredictor,
+    DefaultTrainer,
+    create_ddp_model,
+    default_argument_parser,
+    default_setup,
+    default_writers,
+)
+from .hooks import HookBase
+from .launch import launch
+from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
-__all__ = ["DefaultPredictor"]
+__all__ = [
+    "AMPTrainer", "DefaultPredictor", "DefaultTrainer", "HookBase", "SimpleTrainer", "TrainerBase",
+    "create_ddp_model", "default_argument_parser", "default_setup", "default_writers", "hooks", "launch",
+]

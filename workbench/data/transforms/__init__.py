@@ -6,10 +6,37 @@ then applies the same geometric change to the image, its coordinates and its seg
     tfm = ResizeShortestEdge(800, 1333).get_transform(image)   # ResizeTransform(h, w, newh, neww)
     image = tfm.apply_image(image)
     boxes = tfm.apply_box(boxes)
+
+Several augmentations run on an :class:`AugInput` (image + boxes + label map), returning the
+:class:`TransformList` they chose, to apply to the rest of the annotations::
+
+    aug_input = AugInput(image, sem_seg=labels)
+    tfms = AugmentationList([ResizeShortestEdge(800, 1333), RandomFlip()])(aug_input)
+    polygons = tfms.apply_polygons(polygons)
 """
 
-from .augmentation import Augmentation
-from .augmentation_impl import ResizeShortestEdge
-from .transform import NoOpTransform, ResizeTransform, Transform
+from .augmentation import (
+    Augmentation,
+    AugInput,
+    AugmentationList,
+    StandardAugInput,
+    apply_augmentations,
+    apply_transform_gens,
+)
+from .augmentation_impl import RandomCrop, RandomFlip, Resize, ResizeShortestEdge
+from .transform import (
+    CropTransform,
+    HFlipTransform,
+    NoOpTransform,
+    ResizeTransform,
+    Transform,
+    TransformList,
+    VFlipTransform,
+)
 
-__all__ = ["Augmentation", "NoOpTransform", "ResizeShortestEdge", "ResizeTransform", "Transform"]
+__all__ = [
+    "AugInput", "Augmentation", "AugmentationList", "CropTransform", "HFlipTransform",
+    "NoOpTransform", "RandomCrop", "RandomFlip", "Resize", "ResizeShortestEdge", "ResizeTransform",
+    "StandardAugInput", "Transform", "TransformList", "VFlipTransform", "apply_augmentations",
+    "apply_transform_gens",
+]

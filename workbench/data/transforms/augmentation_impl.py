@@ -1,4 +1,5 @@
-"""Augmentations used at inference: ``ResizeShortestEdge``."""
+"""Augmentations: ``ResizeShortestEdge`` (training and inference), ``RandomFlip``, ``RandomCrop``,
+``Resize``."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ import numpy as np
 from PIL import Image
 
 from .augmentation import Augmentation
-from .transform import NoOpTransform, ResizeTransform, Transform
+from .transform import (
+    CropTransform,
+    HFlipTransform,
+    NoOpTransform,
+    ResizeTransform,
+    Transform,
+    VFlipTransform,
+)
 
-__all__ = ["ResizeShortestEdge"]
+__all__ = ["RandomCrop", "RandomFlip", "Resize", "ResizeShortestEdge"]
 
 
 class ResizeShortestEdge(Augmentation):
@@ -85,3 +93,99 @@ class ResizeShortestEdge(Augmentation):
             newh = newh * scale
             neww = neww * scale
         return int(newh + 0.5), int(neww + 0.5)
+
+
+class RandomFlip(Augmentation):
+    """Flips the image horizontally or vertically with probability ``prob``.
+
+    Draws from numpy's global generator (``np.random.uniform``), as detectron2 does. A
+    horizontal flip swaps left and right keypoints only if the caller passes flip indices to
+    :func:`~workbench.data.detection_utils.transform_keypoint_annotations`.
+
+    Args:
+        prob: Probability of flipping.
+        horizontal: Flip left-right.
+        vertical: Flip top-bottom. Exactly one of the two must be True.
+    """
+
+    def __init__(self, prob: float = 0.5, *, horizontal: bool = True, vertical: bool = False) -> None:
+        super().__init__()
+        if horizontal and vertical:
+            raise ValueError("RandomFlip cannot flip both horizontally and vertically; use two RandomFlips.")
+        if not horizontal and not vertical:
+            raise ValueError("RandomFlip needs horizontal=True or vertical=True.")
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"RandomFlip probability must be in [0, 1], got {prob}.")
+        self._init(locals())
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        h, w = image.shape[:2]
+        do = self._rand_range() < self.prob
+        if not do:
+            return NoOpTransform()
+        return HFlipTransform(w) if self.horizontal else VFlipTransform(h)
+
+
+class Resize(Augmentation):
+    """Resizes every image to a fixed (h, w).
+
+    Args:
+        shape: ``(h, w)``, or an int for a square.
+        interp: PIL resampling filter.
+    """
+
+    def __init__(self, shape: Union[int, Tuple[int, int]], interp: int = Image.BILINEAR) -> None:
+        super().__init__()
+        if isinstance(shape, int):
+            shape = (shape, shape)
+        self.shape = tuple(shape)
+        self.interp = interp
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        return ResizeTransform(image.shape[0], image.shape[1], self.shape[0], self.shape[1], self.interp)
+
+
+class RandomCrop(Augmentation):
+    """Crops a random window, sized per ``crop_type`` (detectron2's ``INPUT.CROP``).
+
+    Args:
+        crop_type: ``"relative"`` (``crop_size`` = fractions (h, w) of the image),
+            ``"relative_range"`` (fractions drawn uniformly in ``[crop_size, 1]``),
+            ``"absolute"`` (pixels, capped by the image size) or ``"absolute_range"``
+            (pixels drawn in ``[crop_size[0], crop_size[1]]`` for each side).
+        crop_size: See ``crop_type``.
+    """
+
+    def __init__(self, crop_type: str, crop_size: Sequence[float]) -> None:
+        super().__init__()
+        if crop_type not in ("relative_range", "relative", "absolute", "absolute_range"):
+            raise ValueError(f"Unknown crop type {crop_type!r}.")
+        self._init(locals())
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        h, w = image.shape[:2]
+        croph, cropw = self.get_crop_size((h, w))
+        if h < croph or w < cropw:
+            raise ValueError(f"Crop size {(croph, cropw)} is larger than the image {(h, w)}.")
+        h0 = np.random.randint(h - croph + 1)
+        w0 = np.random.randint(w - cropw + 1)
+        return CropTransform(w0, h0, cropw, croph)
+
+    def get_crop_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+        """The (h, w) of the window for an image of (h, w) ``image_size``."""
+        h, w = image_size
+        if self.crop_type == "relative":
+            ch, cw = self.crop_size
+            return int(h * ch + 0.5), int(w * cw + 0.5)
+        if self.crop_type == "relative_range":
+            crop_size = np.asarray(self.crop_size, dtype=np.float32)
+            ch, cw = crop_size + np.random.rand(2) * (1 - crop_size)
+            return int(h * ch + 0.5), int(w * cw + 0.5)
+        if self.crop_type == "absolute":
+            return min(int(self.crop_size[0]), h), min(int(self.crop_size[1]), w)
+        lo, hi = int(self.crop_size[0]), int(self.crop_size[1])
+        if lo > hi:
+            raise ValueError(f"absolute_range crop needs crop_size[0] <= crop_size[1], got {self.crop_size}.")
+        ch = np.random.randint(min(h, lo), min(h, hi) + 1)
+        cw = np.random.randint(min(w, lo), min(w, hi) + 1)
+        return ch, cw

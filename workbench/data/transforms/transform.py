@@ -8,14 +8,17 @@ coordinates are float arrays of shape (N, 2) holding (x, y) in absolute pixels; 
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from typing import List, Optional
+from typing import Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["NoOpTransform", "ResizeTransform", "Transform"]
+__all__ = [
+    "CropTransform", "HFlipTransform", "NoOpTransform", "ResizeTransform", "Transform",
+    "TransformList", "VFlipTransform",
+]
 
 
 class Transform(metaclass=ABCMeta):
@@ -144,3 +147,176 @@ class ResizeTransform(Transform):
     def __repr__(self) -> str:
         return (f"ResizeTransform(h={self.h}, w={self.w}, new_h={self.new_h}, "
                 f"new_w={self.new_w}, interp={self.interp})")
+
+
+class HFlipTransform(Transform):
+    """Mirrors left-right an image of width ``width``: x -> width - x."""
+
+    def __init__(self, width: int) -> None:
+        self.width = int(width)
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        """Flips an (H, W) or (H, W, C) image (or an (N, H, W, C) batch) along W."""
+        return np.flip(img, axis=1 if img.ndim <= 3 else 2)
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        coords = np.array(coords, dtype=np.float64 if np.asarray(coords).dtype.kind in "iub" else None, copy=True)
+        coords[:, 0] = self.width - coords[:, 0]
+        return coords
+
+    def inverse(self) -> "HFlipTransform":
+        return self
+
+    def __repr__(self) -> str:
+        return f"HFlipTransform(width={self.width})"
+
+
+class VFlipTransform(Transform):
+    """Mirrors top-bottom an image of height ``height``: y -> height - y."""
+
+    def __init__(self, height: int) -> None:
+        self.height = int(height)
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        """Flips an (H, W) or (H, W, C) image (or an (N, H, W, C) batch) along H."""
+        return np.flip(img, axis=0 if img.ndim <= 3 else 1)
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        coords = np.array(coords, dtype=np.float64 if np.asarray(coords).dtype.kind in "iub" else None, copy=True)
+        coords[:, 1] = self.height - coords[:, 1]
+        return coords
+
+    def inverse(self) -> "VFlipTransform":
+        return self
+
+    def __repr__(self) -> str:
+        return f"VFlipTransform(height={self.height})"
+
+
+class CropTransform(Transform):
+    """Keeps the ``h`` x ``w`` window whose top-left corner is (``x0``, ``y0``).
+
+    Polygons are clipped to the window (Sutherland-Hodgman against its four sides); polygons
+    left with fewer than 3 points are dropped, so an instance may end up with no polygon.
+    """
+
+    def __init__(self, x0: int, y0: int, w: int, h: int) -> None:
+        if min(w, h) <= 0 or min(x0, y0) < 0:
+            raise ValueError(f"Invalid crop window x0={x0}, y0={y0}, w={w}, h={h}.")
+        self.x0, self.y0, self.w, self.h = int(x0), int(y0), int(w), int(h)
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        if img.ndim <= 3:
+            return img[self.y0:self.y0 + self.h, self.x0:self.x0 + self.w]
+        return img[..., self.y0:self.y0 + self.h, self.x0:self.x0 + self.w, :]
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        coords = np.array(coords, dtype=np.float64 if np.asarray(coords).dtype.kind in "iub" else None, copy=True)
+        coords[:, 0] -= self.x0
+        coords[:, 1] -= self.y0
+        return coords
+
+    def apply_polygons(self, polygons: List[np.ndarray]) -> List[np.ndarray]:
+        out = []
+        for p in polygons:
+            clipped = _clip_polygon(self.apply_coords(np.asarray(p, dtype=np.float64).reshape(-1, 2)),
+                                    0.0, 0.0, float(self.w), float(self.h))
+            if len(clipped) >= 3:
+                out.append(clipped)
+        return out
+
+    def __repr__(self) -> str:
+        return f"CropTransform(x0={self.x0}, y0={self.y0}, w={self.w}, h={self.h})"
+
+
+def _clip_polygon(poly: np.ndarray, xmin: float, ymin: float, xmax: float, ymax: float) -> np.ndarray:
+    """Sutherland-Hodgman clipping of a (K, 2) polygon to a rectangle; returns (K', 2)."""
+    # Each edge: (axis, bound, keep_if_greater)
+    pts = [tuple(p) for p in poly]
+    for axis, bound, keep_greater in ((0, xmin, True), (0, xmax, False), (1, ymin, True), (1, ymax, False)):
+        if not pts:
+            break
+
+        def inside(p):
+            return p[axis] >= bound if keep_greater else p[axis] <= bound
+
+        new_pts = []
+        prev = pts[-1]
+        for cur in pts:
+            if inside(cur):
+                if not inside(prev):
+                    new_pts.append(_intersect(prev, cur, axis, bound))
+                new_pts.append(cur)
+            elif inside(prev):
+                new_pts.append(_intersect(prev, cur, axis, bound))
+            prev = cur
+        pts = new_pts
+    return np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+
+
+def _intersect(p, q, axis: int, bound: float):
+    t = (bound - p[axis]) / (q[axis] - p[axis])
+    x = p[0] + t * (q[0] - p[0])
+    y = p[1] + t * (q[1] - p[1])
+    return (bound, y) if axis == 0 else (x, bound)
+
+
+class TransformList(Transform):
+    """Several transforms applied in order (fvcore's ``TransformList``).
+
+    Nested lists are flattened and ``NoOpTransform`` entries dropped, so ``transforms`` holds
+    the effective transforms (e.g. to check whether a flip happened).
+    """
+
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        flat: List[Transform] = []
+        for t in transforms:
+            if isinstance(t, TransformList):
+                flat.extend(t.transforms)
+            elif isinstance(t, Transform):
+                if not isinstance(t, NoOpTransform):
+                    flat.append(t)
+            else:
+                raise TypeError(f"TransformList takes Transform objects, got {type(t).__name__}.")
+        self.transforms = flat
+
+    def _apply(self, method: str, x):
+        for t in self.transforms:
+            x = getattr(t, method)(x)
+        return x
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        return self._apply("apply_image", img)
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        return self._apply("apply_coords", coords)
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return self._apply("apply_segmentation", segmentation)
+
+    def apply_box(self, box: np.ndarray) -> np.ndarray:
+        return self._apply("apply_box", box)
+
+    def apply_polygons(self, polygons: List[np.ndarray]) -> List[np.ndarray]:
+        return self._apply("apply_polygons", polygons)
+
+    def inverse(self) -> "TransformList":
+        return TransformList([t.inverse() for t in reversed(self.transforms)])
+
+    def __add__(self, other: Union[Transform, "TransformList"]) -> "TransformList":
+        return TransformList([self, other])
+
+    def __radd__(self, other: Union[Transform, "TransformList"]) -> "TransformList":
+        return TransformList([other, self])
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __getitem__(self, idx: int) -> Transform:
+        return self.transforms[idx]
+
+    def __iter__(self) -> Iterator[Transform]:
+        return iter(self.transforms)
+
+    def __repr__(self) -> str:
+        return f"TransformList[{', '.join(repr(t) for t in self.transforms)}]"

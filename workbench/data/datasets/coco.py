@@ -1,0 +1,301 @@
+"""COCO-format datasets: reading a COCO json into dataset dicts (through pycocotools),
+registering it by name, and writing dataset dicts back as COCO json (for evaluation).
+
+Conventions of the dataset dicts (detectron2's):
+
+- ``bbox`` stays as in the file, XYWH absolute, with ``bbox_mode = BoxMode.XYWH_ABS``;
+- ``category_id`` is contiguous in ``[0, #categories)``, in the order of the json's sorted
+  category ids (``metadata.thing_dataset_id_to_contiguous_id`` holds the mapping);
+- ``segmentation``: polygons (list of flat ``[x, y, ...]``, invalid ones < 3 points dropped)
+  or compressed RLE (uncompressed RLE is compressed on load);
+- ``keypoints``: flat ``[x, y, v] * K``, with 0.5 added to x and y: COCO keypoints are integer
+  pixel indices, dataset dicts use continuous coordinates where pixel (i, j) spans
+  [i, i + 1) x [j, j + 1). :func:`convert_to_coco_dict` subtracts it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pycocotools.mask as mask_util
+
+from workbench.structures import Boxes, BoxMode, PolygonMasks
+
+from ..catalog import DatasetCatalog, MetadataCatalog
+
+__all__ = [
+    "load_coco_json", "load_sem_seg", "convert_to_coco_dict", "convert_to_coco_json",
+    "register_coco_instances",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] = None,
+                   extra_annotation_keys: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+    """Reads a COCO instances / keypoints json into dataset dicts.
+
+    Args:
+        json_file: The COCO json.
+        image_root: Folder that the json's ``file_name`` entries are relative to.
+        dataset_name: If given, its metadata gets ``thing_classes`` and
+            ``thing_dataset_id_to_contiguous_id`` from the json's categories, and category ids
+            are mapped to contiguous ids. Without it, ids are kept as they are.
+        extra_annotation_keys: Annotation keys to keep besides "iscrowd", "bbox", "keypoints",
+            "category_id", "segmentation".
+
+    Returns:
+        One dict per image, sorted by image id.
+    """
+    from pycocotools.coco import COCO
+
+    timer = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_api = COCO(os.fspath(json_file))
+    if time.perf_counter() - timer > 1:
+        logger.info("Loading %s takes %.2f seconds.", json_file, time.perf_counter() - timer)
+
+    id_map = None
+    if dataset_name is not None:
+        meta = MetadataCatalog.get(dataset_name)
+        cat_ids = sorted(coco_api.getCatIds())
+        cats = coco_api.loadCats(cat_ids)
+        meta.thing_classes = [c["name"] for c in sorted(cats, key=lambda x: x["id"])]
+        if cat_ids and not (min(cat_ids) == 1 and max(cat_ids) == len(cat_ids)) and "coco" not in dataset_name:
+            logger.warning("Category ids in annotations are not in [1, #categories]! We'll apply a mapping for you.")
+        id_map = {v: i for i, v in enumerate(cat_ids)}
+        meta.thing_dataset_id_to_contiguous_id = id_map
+
+    img_ids = sorted(coco_api.imgs.keys())  # sorted for reproducibility
+    imgs = coco_api.loadImgs(img_ids)
+    anns = [coco_api.imgToAnns[img_id] for img_id in img_ids]
+    total_num_valid_anns = sum(len(x) for x in anns)
+    total_num_anns = len(coco_api.anns)
+    if total_num_valid_anns < total_num_anns:
+        logger.warning("%s contains %d annotations, but only %d of them match to images in the file.",
+                       json_file, total_num_anns, total_num_valid_anns)
+    if "minival" not in os.fspath(json_file):
+        # COCO2014's minival files reuse annotation ids across images; others must not.
+        ann_ids = [ann["id"] for anns_per_image in anns for ann in anns_per_image]
+        if len(set(ann_ids)) != len(ann_ids):
+            raise ValueError(f"Annotation ids in '{json_file}' are not unique!")
+
+    logger.info("Loaded %d images in COCO format from %s", len(imgs), json_file)
+    ann_keys = ["iscrowd", "bbox", "keypoints", "category_id"] + (extra_annotation_keys or [])
+    num_instances_without_valid_segmentation = 0
+    dataset_dicts = []
+    for img_dict, anno_dict_list in zip(imgs, anns):
+        record = {
+            "file_name": os.path.join(image_root, img_dict["file_name"]),
+            "height": img_dict["height"],
+            "width": img_dict["width"],
+            "image_id": img_dict["id"],
+        }
+        objs = []
+        for anno in anno_dict_list:
+            if anno["image_id"] != record["image_id"]:
+                raise ValueError(f"Annotation {anno.get('id')} is listed under image {record['image_id']} "
+                                 f"but says image_id={anno['image_id']}.")
+            if anno.get("ignore", 0) != 0:
+                raise ValueError('"ignore" in COCO json file is not supported.')
+            obj = {key: anno[key] for key in ann_keys if key in anno}
+            if "bbox" in obj and len(obj["bbox"]) == 0:
+                raise ValueError(
+                    f"One annotation of image {record['image_id']} contains empty 'bbox' value! "
+                    "This json does not have valid COCO format."
+                )
+            segm = anno.get("segmentation", None)
+            if segm:  # polygons (list) or RLE (dict)
+                if isinstance(segm, dict):
+                    if isinstance(segm["counts"], list):
+                        segm = mask_util.frPyObjects(segm, *segm["size"])  # -> compressed RLE
+                else:
+                    segm = [poly for poly in segm if len(poly) % 2 == 0 and len(poly) >= 6]
+                    if len(segm) == 0:
+                        num_instances_without_valid_segmentation += 1
+                        continue  # an instance without a valid polygon is dropped
+                obj["segmentation"] = segm
+            keypts = anno.get("keypoints", None)
+            if keypts:
+                # Integer pixel indices -> continuous coordinates (pixel centre).
+                obj["keypoints"] = [v + 0.5 if idx % 3 != 2 else v for idx, v in enumerate(keypts)]
+            obj["bbox_mode"] = BoxMode.XYWH_ABS
+            if id_map:
+                try:
+                    obj["category_id"] = id_map[obj["category_id"]]
+                except KeyError as e:
+                    raise KeyError(
+                        f"Encountered category_id={obj['category_id']} but this id does not exist in "
+                        "'categories' of the json file."
+                    ) from e
+            objs.append(obj)
+        record["annotations"] = objs
+        dataset_dicts.append(record)
+
+    if num_instances_without_valid_segmentation > 0:
+        logger.warning(
+            "Filtered out %d instances without valid segmentation. There might be issues in your dataset generation process.",
+            num_instances_without_valid_segmentation)
+    return dataset_dicts
+
+
+def load_sem_seg(gt_root: str, image_root: str, gt_ext: str = "png", image_ext: str = "jpg") -> List[Dict[str, Any]]:
+    """Pairs images and label maps that share a file name stem (relative to their roots).
+
+    Returns:
+        ``[{"file_name": image path, "sem_seg_file_name": label path}, ...]``, sorted.
+    """
+    def files(root: str, ext: str) -> Dict[str, str]:
+        out = {}
+        for dirpath, _, names in os.walk(root):
+            for n in names:
+                if n.endswith(ext):
+                    full = os.path.join(dirpath, n)
+                    out[os.path.relpath(full, root)[: -len(ext)]] = full
+        return out
+
+    gt_ext = "." + gt_ext.lstrip(".")
+    image_ext = "." + image_ext.lstrip(".")
+    input_files = files(image_root, image_ext)
+    gt_files = files(gt_root, gt_ext)
+    common = sorted(set(input_files) & set(gt_files))
+    if len(common) != len(input_files) or len(common) != len(gt_files):
+        logger.warn("Directory %s and %s has %d and %d files, respectively.", image_root, gt_root,
+                    len(input_files), len(gt_files))
+        logger.warn("Will use their intersection of %d files.", len(common))
+    logger.info("Loaded %d images with semantic segmentation from %s", len(common), image_root)
+    return [{"file_name": input_files[k], "sem_seg_file_name": gt_files[k]} for k in common]
+
+
+def convert_to_coco_dict(dataset_name: str) -> Dict[str, Any]:
+    """The registered dataset as a COCO json dict (for pycocotools-based evaluation).
+
+    Category ids are mapped back through ``thing_dataset_id_to_contiguous_id`` if the metadata
+    has it; keypoints get the 0.5 offset removed; ``area`` is the polygon / RLE area, or the
+    box area without segmentation; annotation ids start at 1.
+    """
+    dataset_dicts = DatasetCatalog.get(dataset_name)
+    metadata = MetadataCatalog.get(dataset_name)
+    if hasattr(metadata, "thing_dataset_id_to_contiguous_id"):
+        reverse_id_mapping = {v: k for k, v in metadata.thing_dataset_id_to_contiguous_id.items()}
+
+        def reverse_id_mapper(contiguous_id: int) -> int:
+            return reverse_id_mapping[contiguous_id]
+    else:
+        def reverse_id_mapper(contiguous_id: int) -> int:
+            return contiguous_id
+
+    categories = [{"id": reverse_id_mapper(i), "name": name} for i, name in enumerate(metadata.thing_classes)]
+    logger.info("Converting dataset dicts into COCO format")
+    coco_images, coco_annotations = [], []
+    for image_id, image_dict in enumerate(dataset_dicts):
+        coco_image = {
+            "id": image_dict.get("image_id", image_id),
+            "width": int(image_dict["width"]),
+            "height": int(image_dict["height"]),
+            "file_name": str(image_dict["file_name"]),
+        }
+        coco_images.append(coco_image)
+        for annotation in image_dict.get("annotations", []):
+            bbox = annotation["bbox"]
+            if isinstance(bbox, np.ndarray):
+                if bbox.ndim != 1:
+                    raise ValueError(f"bbox has to be 1-dimensional. Got shape={bbox.shape}.")
+                bbox = bbox.tolist()
+            if len(bbox) != 4:
+                raise ValueError(f"bbox has to have length 4 (rotated boxes are not supported). Got {bbox}.")
+            bbox = BoxMode.convert(list(bbox), annotation["bbox_mode"], BoxMode.XYWH_ABS)
+
+            segmentation = annotation.get("segmentation")
+            if segmentation is not None:
+                if isinstance(segmentation, list):
+                    area = PolygonMasks([segmentation]).area()[0].item()
+                elif isinstance(segmentation, dict):
+                    segmentation = dict(segmentation)
+                    if isinstance(segmentation["counts"], list):
+                        segmentation = mask_util.frPyObjects(segmentation, *segmentation["size"])
+                    area = float(mask_util.area(segmentation))
+                else:
+                    raise TypeError(f"Unknown segmentation type {type(segmentation)}!")
+            else:
+                bbox_xy = BoxMode.convert(bbox, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
+                area = Boxes([bbox_xy]).area()[0].item()
+
+            coco_annotation: Dict[str, Any] = {
+                "id": len(coco_annotations) + 1,  # COCO ids start at 1
+                "image_id": coco_image["id"],
+                "bbox": [round(float(x), 3) for x in bbox],
+                "area": float(area),
+                "iscrowd": int(annotation.get("iscrowd", 0)),
+                "category_id": int(reverse_id_mapper(annotation["category_id"])),
+            }
+            if "keypoints" in annotation:
+                keypoints = np.asarray(annotation["keypoints"], dtype=np.float64).reshape(-1).tolist()
+                keypoints = [v - 0.5 if idx % 3 != 2 else v for idx, v in enumerate(keypoints)]
+                coco_annotation["keypoints"] = keypoints
+                coco_annotation["num_keypoints"] = int(sum(kp > 0 for kp in keypoints[2::3]))
+            if segmentation is not None:
+                if isinstance(segmentation, dict):
+                    counts = segmentation["counts"]
+                    if not isinstance(counts, str):
+                        segmentation["counts"] = counts.decode("ascii")  # json-serializable
+                else:
+                    segmentation = [np.asarray(p, dtype=np.float64).reshape(-1).tolist() for p in segmentation]
+                coco_annotation["segmentation"] = segmentation
+            coco_annotations.append(coco_annotation)
+
+    logger.info("Conversion finished, #images: %d, #annotations: %d", len(coco_images), len(coco_annotations))
+    info = {
+        "date_created": str(datetime.datetime.now()),
+        "description": "Automatically generated COCO json file for workbench.",
+    }
+    coco_dict: Dict[str, Any] = {"info": info, "images": coco_images, "categories": categories, "licenses": None}
+    if len(coco_annotations) > 0:
+        coco_dict["annotations"] = coco_annotations
+    return coco_dict
+
+
+def convert_to_coco_json(dataset_name: str, output_file: str, allow_cached: bool = True) -> None:
+    """Writes :func:`convert_to_coco_dict` of the dataset to ``output_file``.
+
+    Args:
+        allow_cached: Reuse an existing ``output_file`` (delete it if the dataset changed).
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
+    if os.path.exists(output_file) and allow_cached:
+        logger.warning(
+            "Using previously cached COCO format annotations at '%s'. You need to clear the cache "
+            "file if your dataset has been modified.", output_file)
+        return
+    logger.info("Converting annotations of dataset '%s' to COCO format ...", dataset_name)
+    coco_dict = convert_to_coco_dict(dataset_name)
+    logger.info("Caching COCO format annotations at '%s' ...", output_file)
+    tmp_file = f"{output_file}.tmp.{os.getpid()}"
+    with open(tmp_file, "w") as f:
+        json.dump(coco_dict, f)
+    shutil.move(tmp_file, output_file)
+
+
+def register_coco_instances(name: str, metadata: Dict[str, Any], json_file: str, image_root: str) -> None:
+    """Registers a COCO instances / keypoints json under ``name``.
+
+    The data is read on ``DatasetCatalog.get(name)``; the metadata gets ``json_file``,
+    ``image_root``, ``evaluator_type="coco"`` and ``metadata`` (e.g. ``keypoint_names`` and
+    ``keypoint_flip_map`` for keypoint datasets; ``thing_classes`` is filled from the json).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"Dataset name must be a str, got {type(name).__name__}.")
+    if not isinstance(json_file, (str, os.PathLike)) or not isinstance(image_root, (str, os.PathLike)):
+        raise TypeError("json_file and image_root must be paths.")
+    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
+    MetadataCatalog.get(name).set(json_file=os.fspath(json_file), image_root=os.fspath(image_root),
+                                  evaluator_type="coco", **metadata)
