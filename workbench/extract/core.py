@@ -39,7 +39,6 @@ import hashlib
 import json
 import os
 import queue
-import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
