@@ -173,10 +173,7 @@ class CascadeROIHeads(StandardROIHeads):
         """See ``ROIHeads.forward``. In training, returns the sampled proposals and the losses."""
         del images
         if self.training:
-            if not targets:
-                raise ValueError("CascadeROIHeads needs `targets` in training mode; call .eval() "
-                                 "for inference.")
-            proposals = self.label_and_sample_proposals(proposals, targets)
+            proposals = self._sample_for_training(proposals, targets)
             # Later stages match their own boxes to the targets.
             losses = self._forward_box(features, proposals, targets)
             losses.update(self._forward_mask(features, proposals))

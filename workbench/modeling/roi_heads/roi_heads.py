@@ -215,6 +215,14 @@ class ROIHeads(nn.Module):
         sampled_idxs = torch.cat([sampled_fg_idxs, sampled_bg_idxs], dim=0)
         return sampled_idxs, gt_classes[sampled_idxs]
 
+    def _sample_for_training(self, proposals: List[Instances],
+                             targets: Optional[List[Instances]]) -> List[Instances]:
+        """:meth:`label_and_sample_proposals`, with a clear error when there are no targets."""
+        if not targets:
+            raise ValueError(f"{type(self).__name__} needs `targets` in training mode; call .eval() "
+                             "for inference.")
+        return self.label_and_sample_proposals(proposals, targets)
+
     @torch.no_grad()
     def label_and_sample_proposals(
         self, proposals: List[Instances], targets: List[Instances]
@@ -449,10 +457,7 @@ class StandardROIHeads(ROIHeads):
         """See ``ROIHeads.forward``. In training, returns the sampled proposals and the losses."""
         del images
         if self.training:
-            if not targets:
-                raise ValueError("StandardROIHeads needs `targets` in training mode; call "
-                                 ".eval() for inference.")
-            proposals = self.label_and_sample_proposals(proposals, targets)
+            proposals = self._sample_for_training(proposals, targets)
         del targets
 
         if self.training:
@@ -681,10 +686,7 @@ class Res5ROIHeads(ROIHeads):
         """See ``ROIHeads.forward``. In training, returns ([], losses) as detectron2 does."""
         del images
         if self.training:
-            if not targets:
-                raise ValueError("Res5ROIHeads needs `targets` in training mode; call .eval() "
-                                 "for inference.")
-            proposals = self.label_and_sample_proposals(proposals, targets)
+            proposals = self._sample_for_training(proposals, targets)
         del targets
 
         proposal_boxes = [x.proposal_boxes for x in proposals]
