@@ -1,0 +1,234 @@
+"""Visualizer on synthetic inputs: what is drawn, where, and that the pictures are deterministic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.data import Metadata
+from workbench.structures import Boxes, Instances
+from workbench.vis import Visualizer, box_iou_matrix, match_by_iou
+from workbench.vis.visualizer import _overlap_area
+
+
+def _image(h=120, w=160):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def _meta(**kw):
+    m = Metadata(name="vis_test")
+    m.set(thing_classes=["cat", "dog", "bird"], thing_colors=[[255, 0, 0], [0, 255, 0], [0, 0, 255]], **kw)
+    return m
+
+
+def _preds(h=120, w=160):
+    inst = Instances((h, w))
+    inst.pred_boxes = Boxes(torch.tensor([[10., 10, 50, 50], [12, 12, 52, 52], [14, 14, 54, 54],
+                                          [90, 60, 150, 110], [100, 20, 140, 40]]))
+    inst.scores = torch.tensor([0.9, 0.8, 0.7, 0.4, 0.2])
+    inst.pred_classes = torch.tensor([0, 1, 0, 2, 1])
+    masks = torch.zeros(5, h, w, dtype=torch.bool)
+    masks[3, 70:100, 100:140] = True
+    inst.pred_masks = masks
+    return inst
+
+
+@pytest.mark.parametrize("thresh,expected", [(0.0, 5), (0.5, 3), (0.75, 2), (0.95, 0)])
+def test_score_filter_counts_boxes(thresh, expected):
+    vis = Visualizer(_image(), _meta())
+    vis.draw_instance_predictions(_preds(), score_thresh=thresh)
+    assert len(vis.drawn["boxes"]) == expected
+    assert len(vis.drawn["labels"]) == expected
+    assert list(vis.drawn["kept"]) == list(range(expected))
+
+
+def test_class_filter_and_label_text():
+    vis = Visualizer(_image(), _meta())
+    vis.draw_instance_predictions(_preds(), classes=[1])
+    texts = sorted(t for t, _ in vis.drawn["labels"])
+    assert texts == ["dog 20%", "dog 80%"]
+    np.testing.assert_allclose(vis.drawn["box_colors"], [[0, 1, 0], [0, 1, 0]])
+
+
+def test_labels_do_not_overlap_and_stay_inside():
+    vis = Visualizer(_image(), _meta())
+    vis.draw_instance_predictions(_preds())
+    rects = [r for _, r in vis.drawn["labels"]]
+    for i in range(len(rects)):
+        x0, y0, x1, y1 = rects[i]
+        assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 120
+        for j in range(i):
+            assert _overlap_area(rects[i], rects[j]) == 0, (rects[i], rects[j])
+
+
+def test_masks_blend_inside_only_and_toggle():
+    img = np.full((120, 160, 3), 128, np.uint8)
+    on = Visualizer(img, _meta()).draw_instance_predictions(_preds(), show_labels=False).get_image()
+    off = Visualizer(img, _meta()).draw_instance_predictions(_preds(), show_labels=False,
+                                                             show_masks=False).get_image()
+    assert on.shape == (120, 160, 3) and on.dtype == np.uint8
+    inside = on[80:90, 110:130].astype(int)
+    assert (inside[..., 2] > 160).all() and (inside[..., 0] < 100).all()  # class 2 is blue
+    np.testing.assert_array_equal(on[115:, :5], off[115:, :5])  # far from everything: untouched
+    np.testing.assert_array_equal(off[80:90, 110:130], img[80:90, 110:130])
+
+
+def test_bgr_input_and_scale():
+    img = _image()
+    a = Visualizer(img, input_format="RGB").output.get_image()
+    b = Visualizer(np.ascontiguousarray(img[:, :, ::-1]), input_format="BGR").output.get_image()
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, img)  # no artists: the image comes back unchanged
+    big = Visualizer(img, scale=2.0).draw_instance_predictions(_preds()).get_image()
+    assert big.shape == (240, 320, 3)
+    chw = torch.from_numpy(img).permute(2, 0, 1).float()  # (3, H, W) tensors are accepted
+    np.testing.assert_array_equal(Visualizer(chw).output.get_image(), img)
+
+
+def test_png_is_deterministic_and_save_is_atomic(tmp_path):
+    p1 = Visualizer(_image(), _meta()).draw_instance_predictions(_preds()).to_png_bytes()
+    out = Visualizer(_image(), _meta()).draw_instance_predictions(_preds())
+    assert out.to_png_bytes() == p1
+    assert p1[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"tIME" not in p1 and b"Software" not in p1
+    path = tmp_path / "x.png"
+    out.save(str(path))
+    assert path.read_bytes() == p1
+    assert [f.name for f in tmp_path.iterdir()] == ["x.png"]
+    p2 = Visualizer(_image(), _meta()).draw_instance_predictions(_preds(), score_thresh=0.5).to_png_bytes()
+    assert p2 != p1
+
+
+def test_keypoints_threshold_and_skeleton():
+    meta = _meta(keypoint_names=["a", "b", "c"],
+                 keypoint_connection_rules=[("a", "b", (255, 0, 0)), ("b", "c", (0, 255, 0))])
+    inst = Instances((120, 160))
+    inst.pred_boxes = Boxes(torch.tensor([[10., 10, 60, 60], [80, 10, 150, 90]]))
+    inst.scores = torch.tensor([0.9, 0.8])
+    inst.pred_classes = torch.tensor([0, 0])
+    inst.pred_keypoints = torch.tensor([[[20., 20, 1.0], [30, 30, 1.0], [40, 40, 0.01]],
+                                        [[90, 20, 1.0], [100, 30, 1.0], [110, 40, 1.0]]])
+    vis = Visualizer(_image(), meta)
+    vis.draw_instance_predictions(inst)
+    assert len(vis.drawn["keypoints"]) == 5  # one point under the 0.05 threshold
+    assert vis.drawn["skeleton"] == 3  # a-b of both, b-c of the second
+    vis = Visualizer(_image(), meta)
+    vis.draw_instance_predictions(inst, kpt_thresh=2.0)
+    assert len(vis.drawn["keypoints"]) == 0 and vis.drawn["skeleton"] == 0
+    vis = Visualizer(_image(), meta)
+    vis.draw_instance_predictions(inst, show_keypoints=False)
+    assert len(vis.drawn["keypoints"]) == 0
+
+
+def test_sem_seg_and_panoptic():
+    meta = _meta(stuff_classes=["sky", "grass"], stuff_colors=[[0, 0, 255], [0, 255, 0]])
+    seg = np.zeros((120, 160), np.int64)
+    seg[60:] = 1
+    seg[:10, :10] = 255  # ignored
+    img = np.zeros((120, 160, 3), np.uint8)
+    vis = Visualizer(img, meta)
+    out = vis.draw_sem_seg(seg, alpha=1.0, show_labels=False).get_image()
+    assert tuple(out[30, 80]) == (0, 0, 255) and tuple(out[100, 80]) == (0, 255, 0)
+    assert tuple(out[5, 5]) == (0, 0, 0)
+    assert [s["category_id"] for s in vis.drawn["segments"]] == [0, 1]
+    logits = torch.zeros(2, 120, 160)
+    logits[1, 60:] = 1.0
+    vis2 = Visualizer(img, meta)
+    vis2.draw_sem_seg(logits)  # (K, H, W) scores: argmax
+    assert [s["category_id"] for s in vis2.drawn["segments"]] == [0, 1]
+
+    pan = np.zeros((120, 160), np.int64)
+    pan[:60] = 1
+    pan[20:40, 20:60] = 2
+    info = [{"id": 1, "category_id": 0, "isthing": False},
+            {"id": 2, "category_id": 2, "isthing": True, "score": 0.9}]
+    vis3 = Visualizer(img, meta)
+    out = vis3.draw_panoptic_seg(pan, info, alpha=1.0).get_image()
+    assert tuple(out[55, 150]) == (0, 0, 255)  # stuff "sky"
+    assert tuple(out[30, 25]) == (0, 0, 255)  # thing class 2 has thing colour blue too
+    assert sorted(t for t, _ in vis3.drawn["labels"]) == ["bird 90%", "sky"]
+    assert len(vis3.drawn["segments"]) == 2
+
+
+def test_proposals_topk_coloured_by_objectness():
+    inst = Instances((120, 160))
+    inst.proposal_boxes = Boxes(torch.tensor([[0., 0, 10, 10], [20, 20, 40, 40], [50, 50, 80, 80]]))
+    inst.objectness_logits = torch.tensor([-2.0, 5.0, 0.0])
+    vis = Visualizer(_image())
+    vis.draw_proposals(inst, topk=2)
+    assert len(vis.drawn["boxes"]) == 2
+    np.testing.assert_allclose(vis.drawn["boxes"][-1], [20, 20, 40, 40])  # strongest drawn last
+    from matplotlib import colormaps
+
+    np.testing.assert_allclose(vis.drawn["box_colors"][-1], colormaps["viridis"](1 / (1 + np.exp(-5.0)))[:3])
+
+
+def test_anchors_of_a_cell():
+    hi, wi, a = 3, 4, 2
+    anchors = torch.arange(hi * wi * a * 4, dtype=torch.float32).view(-1, 4)
+    vis = Visualizer(_image())
+    vis.draw_anchors(anchors, (hi, wi), (1, 2), box_scale=0.5)
+    rows = (1 * wi + 2) * a + np.arange(a)
+    np.testing.assert_allclose(vis.drawn["boxes"], anchors[rows].numpy() * 0.5)
+    with pytest.raises(IndexError, match="outside"):
+        vis.draw_anchors(anchors, (hi, wi), (3, 0))
+
+
+def test_compare_matches_with_iou():
+    gt = Instances((120, 160))
+    gt.gt_boxes = Boxes(torch.tensor([[10., 10, 50, 50], [90, 60, 150, 110], [0, 100, 20, 119]]))
+    gt.gt_classes = torch.tensor([0, 2, 1])
+    pred = _preds()
+    out = Visualizer(_image(), _meta()).compare(gt, pred, iou_thresh=0.5)
+    matches = out.drawn["matches"]
+    assert [(g, p) for g, p, _ in matches] == [(0, 0), (1, 3)]
+    assert matches[0][2] == pytest.approx(1.0)
+    assert out.drawn["missed"] == [2]
+    assert out.drawn["false_positives"] == [1, 2, 4]
+    assert out.get_image().shape == (120, 2 * 160 + 8, 3)
+    texts = [t for t, _ in out.drawn["labels"]]
+    assert "cat 90% IoU 1.00" in texts and "dog missed" in texts
+    iou = box_iou_matrix([[0, 0, 10, 10]], [[5, 0, 15, 10]])
+    assert iou[0, 0] == pytest.approx(1 / 3)
+    assert match_by_iou([[0, 0, 10, 10]], [[5, 0, 15, 10]], iou_thresh=0.5) == []
+
+
+def test_draw_dataset_dict():
+    dic = {"height": 120, "width": 160, "annotations": [
+        {"bbox": [10, 10, 40, 30], "bbox_mode": 1, "category_id": 1,
+         "segmentation": [[10, 10, 50, 10, 50, 40, 10, 40]], "keypoints": [20, 20, 2, 30, 30, 0, 40, 35, 1]},
+        {"bbox": [80, 50, 150, 100], "bbox_mode": 0, "category_id": 2,
+         "segmentation": [[80, 50, 150, 50, 150, 100, 80, 100]], "keypoints": [90, 60, 2, 0, 0, 0, 0, 0, 0]},
+    ]}
+    vis = Visualizer(_image(), _meta())
+    vis.draw_dataset_dict(dic)
+    np.testing.assert_allclose(vis.drawn["boxes"], [[10, 10, 50, 40], [80, 50, 150, 100]])
+    assert vis.drawn["masks"] == 2
+    assert len(vis.drawn["keypoints"]) == 3  # v > 0 only
+    assert sorted(t for t, _ in vis.drawn["labels"]) == ["bird", "dog"]
+
+
+def test_bad_inputs_name_the_culprit():
+    with pytest.raises(ValueError, match="input_format"):
+        Visualizer(_image(), input_format="HSV")
+    with pytest.raises(ValueError, match="image of shape"):
+        Visualizer(np.zeros((4, 5, 6, 7)))
+    vis = Visualizer(_image())
+    with pytest.raises(ValueError, match="masks of shape"):
+        vis.draw_masks(np.zeros((1, 10, 10), bool), [[1, 0, 0]])
+
+
+def test_png_encoder_round_trips():
+    import io
+
+    from PIL import Image
+
+    from workbench.vis import encode_png
+
+    img = _image(7, 9)
+    back = np.asarray(Image.open(io.BytesIO(encode_png(img))).convert("RGB"))
+    np.testing.assert_array_equal(back, img)
+    with pytest.raises(ValueError, match="H, W, 3"):
+        encode_png(np.zeros((4, 4), np.uint8))
