@@ -156,3 +156,24 @@ def test_training_snippet_on_loader_output(coco_dataset, make_tiny_cfg, keypoint
             "loss_rpn_cls", "loss_rpn_loc"} == set(losses)
     assert all(torch.isfinite(v) for v in losses.values())
     assert "rpn/num_pos_anchors" in storage.latest()
+
+
+def test_fed_loss_weights_count_images_per_class():
+    from workbench.data import DatasetCatalog, MetadataCatalog
+    from workbench.data.detection_utils import get_fed_loss_cls_weights
+
+    name = "fed_loss_toy"
+    dicts = [{"annotations": [{"category_id": 0}, {"category_id": 0}, {"category_id": 2}]},
+             {"annotations": [{"category_id": 2}]},
+             {"annotations": []}]
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(thing_classes=["a", "b", "c"])
+    try:
+        w = get_fed_loss_cls_weights(name, freq_weight_power=0.5)
+        assert w.tolist() == pytest.approx([1.0, 0.0, 2.0 ** 0.5])
+        MetadataCatalog.get(name).set(class_image_count=[{"id": 2, "image_count": 9},
+                                                         {"id": 1, "image_count": 4}])
+        assert get_fed_loss_cls_weights([name], 0.5).tolist() == [2.0, 3.0]
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

@@ -32,6 +32,7 @@ from . import transforms as T
 from .catalog import MetadataCatalog
 
 __all__ = [
+    "get_fed_loss_cls_weights",
     "SizeMismatchError", "convert_PIL_to_numpy", "convert_image_to_rgb", "read_image",
     "check_image_size", "transform_proposals", "transform_instance_annotations",
     "transform_keypoint_annotations", "annotations_to_instances", "filter_empty_instances",
@@ -420,3 +421,35 @@ def build_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
 
 
 build_transform_gen = build_augmentation  # detectron2's older name
+
+
+def get_fed_loss_cls_weights(dataset_names: Union[str, Sequence[str]],
+                             freq_weight_power: float = 1.0) -> torch.Tensor:
+    """Per-class sampling weights of the federated loss: (images containing the class) ** power.
+
+    Reads ``metadata.class_image_count`` (LVIS style: ``[{"id": ..., "image_count": ...}]``) of the
+    first dataset when it is there; otherwise counts, over the registered dataset dicts of every
+    name, the images in which each contiguous class id appears.
+
+    Returns:
+        Tensor[K] float, K = number of thing classes.
+    """
+    from .catalog import DatasetCatalog
+
+    names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
+    if not names:
+        raise ValueError("get_fed_loss_cls_weights needs at least one dataset name.")
+    meta = MetadataCatalog.get(names[0])
+    counts_meta = getattr(meta, "class_image_count", None)
+    if counts_meta is not None:
+        freq = torch.tensor([c["image_count"] for c in sorted(counts_meta, key=lambda c: c["id"])],
+                            dtype=torch.float32)
+    else:
+        num_classes = len(meta.thing_classes)
+        freq = torch.zeros(num_classes, dtype=torch.float32)
+        for name in names:
+            for d in DatasetCatalog.get(name):
+                present = {a["category_id"] for a in d.get("annotations", [])}
+                for c in present:
+                    freq[c] += 1
+    return freq ** freq_weight_power
