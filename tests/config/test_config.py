@@ -165,8 +165,8 @@ def test_defaults_that_no_dump_shows():
     assert isinstance(cfg["SOLVER.STEPS"], tuple) and isinstance(cfg["DATASETS.TRAIN"], tuple)
 
 
-@pytest.mark.skipif(CASES == ["<fixtures missing>"], reason="needs the reference fixtures")
 def test_every_default_is_checked_by_a_dump_or_the_table():
+    # Without the fixtures, _case() fails with the path it looked for: no silent pass.
     checked = set(DEFAULTS_NOT_VISIBLE_IN_DUMPS)
     for case in CASES:
         _, meta = _case(case)
