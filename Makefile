@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 # Parity with the reference runs in its own process with two threads (tests/parity/conftest.py);
-# everything else runs on two pytest-xdist workers. Both parts always run; either failing fails.
+# everything else runs on two pytest-xdist workers, whole files per worker (a notebook's cells share
+# one kernel). Both parts always run; either failing fails.
 test: $(STAMP)
-	@$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS) --ignore=tests/parity tests \
+	@$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS) --ignore=tests/parity tests \
 		$(if $(wildcard notebooks/*.ipynb),--nbval notebooks,); a=$$?; \
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/parity; b=$$?; \
 	test $$a -eq 0 -a $$b -eq 0
