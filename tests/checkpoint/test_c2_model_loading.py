@@ -3,7 +3,6 @@
 import json
 import logging
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +13,10 @@ from workbench.checkpoint.c2_model_loading import (
     convert_basic_c2_names,
     convert_c2_detectron_names,
 )
+from fixture_paths import FIXTURES
 
-C2_FIXTURE = Path("/work/shared/fixtures/mask_rcnn_R_50_FPN_c2")
-D2_WEIGHTS = Path("/work/shared/fixtures/mask_rcnn_R_50_FPN/model_final.pkl")
+C2_FIXTURE = (FIXTURES / "mask_rcnn_R_50_FPN_c2")
+D2_WEIGHTS = (FIXTURES / "mask_rcnn_R_50_FPN/model_final.pkl")
 
 
 @pytest.mark.parametrize("c2, d2", [

@@ -5,7 +5,6 @@ import logging
 import os
 import pickle
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,8 @@ from torch import nn
 from workbench.checkpoint import DetectionCheckpointer, PeriodicCheckpointer
 from workbench.config import get_cfg
 from workbench.modeling import build_model
+from fixture_paths import FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures")
 FOLDERS = sorted(p.name for p in FIXTURES.iterdir() if (p / "config.yaml").is_file())
 WEIGHT_FILES = ("model_final.pkl", "model_final.pth", "model_final_c2.pkl")
 

@@ -19,8 +19,8 @@ from torch import nn
 
 from workbench.checkpoint import CheckpointLoadError, DetectionCheckpointer, UnsafePickleError
 from workbench.checkpoint.safe_pickle import RestrictedUnpickler, safe_load_pickle
+from fixture_paths import FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures")
 
 
 class RunCommand:
@@ -252,6 +252,7 @@ def test_python2_detectron1_pickle_loads(tmp_path):
 @pytest.mark.parametrize("suffix", [".pkl", ".pth"])
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_damaged_files_give_an_error_naming_the_file(tmp_path, suffix, damage):
+
     source = FIXTURES / "mask_rcnn_R_50_FPN" / f"model_final{suffix}"
     data = source.read_bytes()
     if damage == "truncated":

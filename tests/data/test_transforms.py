@@ -1,6 +1,5 @@
 """ResizeShortestEdge / ResizeTransform: detectron2's sizes and pixels, bit for bit."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +7,8 @@ import torch
 from PIL import Image
 
 from workbench.data import transforms as T
+from fixture_paths import FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures")
 
 
 @pytest.mark.parametrize(
@@ -33,6 +32,7 @@ def test_get_output_shape(hw, size, max_size, expected):
 def test_resize_reproduces_fixture_inputs_bit_exactly():
     # The fixtures' model inputs were made by detectron2's ResizeShortestEdge(320, 533) (PIL
     # bilinear on uint8) followed by astype(float32).transpose(2, 0, 1).
+
     data = np.load(FIXTURES / "mask_rcnn_R_50_FPN" / "inputs.npz")
     aug = T.ResizeShortestEdge([320, 320], 533)
     for i in range(4):

@@ -13,7 +13,6 @@ other detections. Hence:
 """
 
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,9 +23,10 @@ from torch import nn
 import workbench.engine.defaults as defaults
 from workbench.config import get_cfg
 from workbench.engine import DefaultPredictor
+from fixture_paths import FIXTURES
 
-FIXTURE = Path("/work/shared/fixtures/mask_rcnn_R_50_FPN")
-IMAGES = Path("/work/shared/fixtures/images")
+FIXTURE = (FIXTURES / "mask_rcnn_R_50_FPN")
+IMAGES = (FIXTURES / "images")
 
 
 def read_bgr(name: str) -> np.ndarray:

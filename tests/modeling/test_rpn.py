@@ -2,7 +2,6 @@
 
 import math
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +24,9 @@ from workbench.modeling.proposal_generator import (
 )
 from workbench.structures import Boxes, ImageList, Instances, pairwise_iou
 from workbench.utils.events import EventStorage
+from fixture_paths import FIXTURES
 
-FIXTURE = Path("/work/shared/fixtures/rpn_R_50_FPN")
+FIXTURE = (FIXTURES / "rpn_R_50_FPN")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -18,8 +17,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("WORKBENCH_FIXTURES", REPO.parent / "shared" / "fixtures")).resolve()
+from fixture_paths import FIXTURES  # tests/ is on sys.path (tests/conftest.py)
 
 
 def fixture_root() -> Path:

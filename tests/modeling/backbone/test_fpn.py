@@ -28,8 +28,9 @@ from workbench.modeling.backbone import (
     build_retinanet_resnet_fpn_backbone,
 )
 from workbench.modeling.backbone.fpn import _assert_strides_are_log2_contiguous
+from fixture_paths import FIXTURES
 
-FIXTURES = "/work/shared/fixtures"
+
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -211,6 +212,7 @@ def test_checks():
 
 def load_fixture(name):
     """The fixture's cfg, its backbone weights (prefix stripped) and its outputs.npz."""
+
     folder = os.path.join(FIXTURES, name)
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(folder, "config.yaml"))

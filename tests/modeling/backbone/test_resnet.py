@@ -26,8 +26,9 @@ from workbench.modeling.backbone import (
     build_backbone,
     build_resnet_backbone,
 )
+from fixture_paths import FIXTURES
 
-FIXTURES = "/work/shared/fixtures"
+
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -272,6 +273,7 @@ def test_build_backbone_uses_registry():
 
 def load_fixture(name):
     """The fixture's cfg, its backbone weights (prefix stripped) and its outputs.npz."""
+
     folder = os.path.join(FIXTURES, name)
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(folder, "config.yaml"))

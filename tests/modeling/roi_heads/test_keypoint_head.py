@@ -2,7 +2,6 @@
 
 import math
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from workbench.modeling.roi_heads.keypoint_head import (
 )
 from workbench.structures import Boxes, Instances, Keypoints
 from workbench.utils.events import EventStorage
+from fixture_paths import FIXTURES
 
 
 def _small_cfg(num_keypoints=3, conv_dims=(8, 8), by_visible=True):
@@ -212,7 +212,8 @@ def test_inputs_are_checked():
 
 
 # -- parity with the reference (detectron2 0.6) ---------------------------------------------------
-FIXTURE = Path("/work/shared/fixtures/keypoint_rcnn_R_50_FPN")
+
+FIXTURE = (FIXTURES / "keypoint_rcnn_R_50_FPN")
 
 # The stored FPN features of image 0 come from image 0 run alone (320 x 320), while the stored
 # detections come from the batched run, where image 0 is zero-padded on the right to 512 px. The

@@ -2,7 +2,6 @@
 
 import math
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from workbench.modeling.roi_heads.mask_head import (
 )
 from workbench.structures import BitMasks, Boxes, Instances, PolygonMasks
 from workbench.utils.events import EventStorage
+from fixture_paths import FIXTURES
 
 
 def _small_cfg(num_classes=3, conv_dim=8, num_conv=2, cls_agnostic=False):
@@ -252,7 +252,8 @@ def test_bce_matches_torch_on_random_bitmasks():
 
 
 # -- parity with the reference (detectron2 0.6) ---------------------------------------------------
-FIXTURE = Path("/work/shared/fixtures/mask_rcnn_R_50_FPN")
+
+FIXTURE = (FIXTURES / "mask_rcnn_R_50_FPN")
 
 # The stored FPN features of image 0 come from image 0 run alone (320 x 320), while the stored
 # detections come from the batched run, where image 0 is zero-padded on the right to 512 px. The
