@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import statistics
 import sys
@@ -40,28 +39,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-
-def _fixtures() -> Path:
-    return Path(os.environ.get("WORKBENCH_FIXTURES", REPO.parent / "shared" / "fixtures"))
+from bench.fixtures import build_fixture_model, fixtures_dir  # noqa: E402
 
 
 def _build(fixture: str):
-    from workbench.config import get_cfg
-    from workbench.modeling import build_model
-
-    folder = _fixtures() / fixture
-    cfg = get_cfg()
-    cfg.merge_from_file(str(folder / "config.yaml"))
-    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() and os.environ.get("BENCH_CUDA") else "cpu"
-    model = build_model(cfg).eval()
-    weights = folder / "model_final.pkl"
-    if not weights.is_file():
-        other = json.loads((folder / "meta.json").read_text()).get("weights", {}).get("same_as_fixture")
-        weights = _fixtures() / other / "model_final.pkl"
-    with open(weights, "rb") as f:
-        sd = pickle.load(f, encoding="latin1")["model"]
-    model.load_state_dict({k: torch.as_tensor(v) for k, v in sd.items()}, strict=False)
-    return cfg, model
+    device = "cuda" if torch.cuda.is_available() and os.environ.get("BENCH_CUDA") else "cpu"
+    return build_fixture_model(fixture, device)
 
 
 def _time(fn) -> Tuple[float, float]:
@@ -94,7 +77,7 @@ def run(*, fixture: str = "mask_rcnn_R_50_FPN", copies: int = 3, batch_size: int
     try:
         images = tmp / "images"
         images.mkdir()
-        photos = sorted((_fixtures() / "images").iterdir())
+        photos = sorted((fixtures_dir() / "images").iterdir())
         for c in range(copies):
             for p in photos:
                 shutil.copy(p, images / f"{c}_{p.name}")

@@ -21,8 +21,6 @@ Wall-clock and process CPU time are both reported.
 from __future__ import annotations
 
 import json
-import os
-import pickle
 import statistics
 import sys
 import time
@@ -36,28 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-
-def _fixtures() -> Path:
-    return Path(os.environ.get("WORKBENCH_FIXTURES", REPO.parent / "shared" / "fixtures"))
+from bench.fixtures import build_fixture_model, fixtures_dir  # noqa: E402
 
 
 def _build(fixture: str):
-    from workbench.config import get_cfg
-    from workbench.modeling import build_model
-
-    folder = _fixtures() / fixture
-    cfg = get_cfg()
-    cfg.merge_from_file(str(folder / "config.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
-    model = build_model(cfg).eval()
-    weights = folder / "model_final.pkl"
-    if not weights.is_file():
-        other = json.loads((folder / "meta.json").read_text()).get("weights", {}).get("same_as_fixture")
-        weights = _fixtures() / other / "model_final.pkl"
-    with open(weights, "rb") as f:
-        sd = pickle.load(f, encoding="latin1")["model"]
-    model.load_state_dict({k: torch.as_tensor(v) for k, v in sd.items()}, strict=False)
-    return model
+    return build_fixture_model(fixture)[1]
 
 
 def _timed(fn):
@@ -83,7 +64,7 @@ def run(*, fixture: str = "mask_rcnn_R_50_FPN", image: str = "astronaut.png", ro
 
     torch.set_num_threads(threads)
     model = _build(fixture)
-    rgb = np.asarray(Image.open(_fixtures() / "images" / image).convert("RGB"))
+    rgb = np.asarray(Image.open(fixtures_dir() / "images" / image).convert("RGB"))
     if rgb.shape[:2] != (512, 512):
         rgb = np.asarray(Image.fromarray(rgb).resize((512, 512), Image.BILINEAR))
     bgr = torch.from_numpy(np.ascontiguousarray(rgb[:, :, ::-1])).permute(2, 0, 1).float()
