@@ -1,10 +1,11 @@
 """Suite-wide settings."""
 
-import os
-
 import torch
 
-# Under pytest-xdist every worker is its own process: give each one thread so that workers do
-# not oversubscribe the cores (two workers x two threads on two cores is several times slower).
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# One intra-op thread for the whole suite, set at import so that module- and session-scoped
+# fixtures (cached models and traces) run with it too. The tests' convolutions are tiny and the
+# machine is small and shared: with several threads they mostly wait on each other (2.5 s instead
+# of 0.02 s per forward was measured), and two pytest-xdist workers with two threads each
+# oversubscribe two cores. tests/parity/conftest.py sets two threads; the Makefile runs that suite
+# in its own process.
+torch.set_num_threads(1)

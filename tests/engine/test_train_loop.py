@@ -19,14 +19,6 @@ from workbench.solver import build_lr_scheduler, build_optimizer
 from workbench.utils.env import seed_all_rng
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _simple_trainer(cfg, trainer_cls=SimpleTrainer):
     seed_all_rng(0)
     model = build_model(cfg)

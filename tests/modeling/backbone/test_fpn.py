@@ -31,17 +31,6 @@ from workbench.modeling.backbone.fpn import _assert_strides_are_log2_contiguous
 from fixture_paths import FIXTURES
 
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convs on a shared, loaded CPU: intra-op threads mostly wait on each other.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_cfg(in_features=("res2", "res3", "res4", "res5"), name="build_resnet_fpn_backbone",
              norm=""):
     cfg = get_cfg()

@@ -29,16 +29,6 @@ from workbench.modeling.backbone import (
 from fixture_paths import FIXTURES
 
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These convs are tiny: on a shared, loaded CPU, intra-op threads mostly wait on each
-    # other (2.5 s instead of 0.02 s per forward measured here), so run them on one thread.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 ALL_STAGES = ["res2", "res3", "res4", "res5"]
 
 
