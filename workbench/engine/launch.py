@@ -129,8 +129,10 @@ def _distributed_worker(local_rank: int, main_func: Callable[..., Any], world_si
         _share_cpu_threads(num_gpus_per_machine)
     # Everyone is set up before anyone starts working.
     comm.synchronize()
-    try:
-        main_func(*args)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    main_func(*args)
+    # Tear down together: a rank that destroys its process group while a peer is still inside a
+    # collective (or still owns gloo connections to it) can make that peer abort in C++
+    # ("terminate called without an active exception"). On an exception, no barrier: the failing
+    # rank exits and the spawner stops the others.
+    comm.synchronize()
+    dist.destroy_process_group()
