@@ -21,7 +21,7 @@ setup: $(STAMP)
 # one kernel). Both parts always run; either failing fails.
 test: $(STAMP)
 	@$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS) --ignore=tests/parity tests \
-		$(if $(wildcard notebooks/*.ipynb),--nbval notebooks,); a=$$?; \
+		$(if $(wildcard notebooks/*.ipynb),--nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks,); a=$$?; \
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/parity; b=$$?; \
 	test $$a -eq 0 -a $$b -eq 0
 

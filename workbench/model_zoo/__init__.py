@@ -6,8 +6,11 @@ Example::
 
     cfg = model_zoo.get_config("COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml", trained=True)
     model = model_zoo.get("COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml", trained=True)
+
+    # workbench's own embedded model: trained by the project, its weights ship in the package.
+    model = model_zoo.get("Shapes/panoptic_kp_R_50_FPN_small.yaml", trained=True)
 """
 
-from .model_zoo import get, get_checkpoint_url, get_config, get_config_file, list_configs
+from .model_zoo import embedded_weights_path, get, get_checkpoint_url, get_config, get_config_file, list_configs
 
-__all__ = ["get", "get_checkpoint_url", "get_config", "get_config_file", "list_configs"]
+__all__ = ["embedded_weights_path", "get", "get_checkpoint_url", "get_config", "get_config_file", "list_configs"]

@@ -21,7 +21,7 @@ from workbench.config import CfgNode, get_cfg
 if TYPE_CHECKING:  # torch is only needed by get(); importing the zoo must not require it
     import torch.nn
 
-__all__ = ["get", "get_checkpoint_url", "get_config", "get_config_file", "list_configs"]
+__all__ = ["embedded_weights_path", "get", "get_checkpoint_url", "get_config", "get_config_file", "list_configs"]
 
 _CONFIG_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -76,6 +76,36 @@ _CHECKPOINT_SUFFIX: Dict[str, str] = {
 }
 
 
+# Weights that ship inside the package: models workbench trains itself (no download needed).
+# "<config path without .yaml>" -> file under workbench/model_zoo/weights/.
+_EMBEDDED_WEIGHTS_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+_EMBEDDED_WEIGHTS: Dict[str, str] = {
+    "Shapes/panoptic_kp_R_50_FPN_small": "Shapes/panoptic_kp_R_50_FPN_small.pth",
+}
+
+
+def embedded_weights_path(config_path: str) -> Optional[str]:
+    """The packaged weight file of a model workbench trained itself, or None for other configs.
+
+    Raises:
+        FileNotFoundError: The config has embedded weights but the file is missing from this
+            installation (a broken or partial install).
+    """
+    name = config_path.replace("\\", "/")
+    if name.endswith(".yaml"):
+        name = name[: -len(".yaml")]
+    rel = _EMBEDDED_WEIGHTS.get(name)
+    if rel is None:
+        return None
+    path = os.path.join(_EMBEDDED_WEIGHTS_ROOT, rel)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"The embedded weights of {config_path!r} should be at {path}, but that file is "
+            "missing: reinstall workbench (the file ships as package data)."
+        )
+    return path
+
+
 def list_configs() -> List[str]:
     """Returns the config paths shipped with workbench, sorted (``Base-*`` files included)."""
     found = []
@@ -123,7 +153,8 @@ def get_config_file(config_path: str) -> str:
 
 
 def get_checkpoint_url(config_path: str) -> str:
-    """Returns the URL of detectron2's COCO-trained weights for a model-zoo config.
+    """Returns the URL of detectron2's COCO-trained weights for a model-zoo config, or, for a
+    model workbench trained itself (``Shapes/...``), the path of its packaged weight file.
 
     Args:
         config_path: As for :func:`get_config_file`; the ``.yaml`` suffix is optional.
@@ -136,6 +167,9 @@ def get_checkpoint_url(config_path: str) -> str:
         RuntimeError: No trained weights are known for this config (``Base-*`` files, or a
             config not shipped here).
     """
+    embedded = embedded_weights_path(config_path)
+    if embedded is not None:
+        return embedded
     name = config_path.replace("\\", "/")
     if name.endswith(".yaml"):
         name = name[: -len(".yaml")]
@@ -153,7 +187,8 @@ def get_config(config_path: str, trained: bool = False) -> CfgNode:
 
     Args:
         config_path: As for :func:`get_config_file`.
-        trained: If True, ``MODEL.WEIGHTS`` is the URL of the COCO-trained checkpoint. If
+        trained: If True, ``MODEL.WEIGHTS`` is the URL of the COCO-trained checkpoint (the
+            packaged file for workbench's own ``Shapes/`` models). If
             False it stays as the YAML sets it: usually ImageNet weights for the backbone only
             (``detectron2://ImageNetPretrained/...``), the heads being randomly initialised.
     """
