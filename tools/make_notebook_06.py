@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 
 md = nbformat.v4.new_markdown_cell
 code = nbformat.v4.new_code_cell
@@ -179,17 +178,7 @@ with torch.no_grad():
 assert set(out[0]) == {"instances"} and out[0]["instances"].image_size == (128, 160)"""),
 ]
 
-nb = nbformat.v4.new_notebook(cells=cells, metadata={
-    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
-})
-out = Path(__file__).resolve().parents[1] / "notebooks" / "06_checkpoints_and_custom_models.ipynb"
-NotebookClient(nb, timeout=600, kernel_name="python3",
-               resources={"metadata": {"path": str(out.parent)}}).execute()
-for cell in nb.cells:  # strip volatile metadata
-    cell.metadata.pop("execution", None)
-    if "outputs" in cell:
-        for o in cell.outputs:
-            o.get("metadata", {}).clear() if isinstance(o.get("metadata"), dict) else None
-nbformat.write(nb, str(out))
-print("wrote", out, file=sys.stderr)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from notebook_build import write_executed  # noqa: E402
+
+write_executed(cells, "06_checkpoints_and_custom_models.ipynb")

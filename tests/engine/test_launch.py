@@ -118,3 +118,68 @@ def test_two_gloo_processes_end_with_identical_weights(rect_dataset, make_tiny_c
     final = torch.load(out_dir / "model_final.pth", weights_only=True)["model"]
     for k in w0:
         assert torch.equal(final[k], w0[k]), k
+
+
+PROBE = textwrap.dedent('''
+    import json, os, sys
+    import torch
+    from workbench.engine import launch
+    from workbench.utils import comm
+
+    def main(out_dir):
+        info = {"rank": comm.get_rank(), "world_size": comm.get_world_size(),
+                "local_rank": comm.get_local_rank(), "local_size": comm.get_local_size(),
+                "all_gather": comm.all_gather(comm.get_rank() * 10)}
+        with open(os.path.join(out_dir, f"probe{comm.get_rank()}.json"), "w") as f:
+            json.dump(info, f)
+
+    if __name__ == "__main__":
+        mode, out_dir = sys.argv[1], sys.argv[2]
+        if mode == "torchrun":
+            launch(main, 2, args=(out_dir,))
+        else:  # one process on each of two "machines"
+            launch(main, 1, num_machines=2, machine_rank=int(sys.argv[3]), dist_url=sys.argv[4],
+                   args=(out_dir,))
+''')
+
+
+def _run_two(tmp_path, commands_and_envs):
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    procs = [subprocess.Popen([sys.executable, str(script), *argv], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for argv, env in commands_and_envs]
+    try:
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    return [json.loads((tmp_path / f"probe{r}.json").read_text()) for r in range(2)]
+
+
+def test_launch_joins_the_group_torchrun_describes(tmp_path):
+    """Under torchrun (RANK / WORLD_SIZE / LOCAL_RANK set), launch joins that group instead of
+    spawning: two processes started like torchrun's workers see one world of two."""
+    port = _find_free_port()
+    base = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+    runs = [(["torchrun", str(tmp_path)], dict(base, RANK=str(r), LOCAL_RANK=str(r))) for r in range(2)]
+    infos = _run_two(tmp_path, runs)
+    for r, info in enumerate(infos):
+        assert (info["rank"], info["world_size"], info["local_rank"], info["local_size"]) == (r, 2, r, 2)
+        assert info["all_gather"] == [0, 10]
+
+
+def test_launch_across_two_machines_ranks_by_machine(tmp_path):
+    """num_machines=2 with one process each: the global rank is machine_rank * per-machine + local."""
+    url = f"tcp://127.0.0.1:{_find_free_port()}"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(k, None)
+    runs = [(["machines", str(tmp_path), str(m), url], env) for m in range(2)]
+    infos = _run_two(tmp_path, runs)
+    for m, info in enumerate(infos):
+        assert (info["rank"], info["world_size"], info["local_rank"], info["local_size"]) == (m, 2, 0, 1)
+        assert info["all_gather"] == [0, 10]

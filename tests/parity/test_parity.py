@@ -56,10 +56,23 @@ def _inference(name):
     inputs = case.model_inputs()
     with torch.no_grad():
         outputs = model(inputs)
-        raw = model.inference(inputs, do_postprocess=False) if hasattr(model, "roi_heads") else None
+        raw = _raw_detections(model, inputs)
     if isinstance(raw, tuple):  # PanopticFPN: (detector results, semantic logits)
         raw = raw[0]
     return outputs, raw
+
+
+def _raw_detections(model, inputs):
+    """Per-image detections at the network's input resolution, before ``detector_postprocess``
+    (the fixtures' ``raw/...`` keys), for any architecture that has them; None otherwise."""
+    if hasattr(model, "roi_heads"):  # GeneralizedRCNN, PanopticFPN
+        return model.inference(inputs, do_postprocess=False)
+    if hasattr(model, "forward_inference") and hasattr(model, "head_in_features"):  # dense detectors
+        images = model.preprocess_image(inputs)
+        features = model.backbone(images.tensor)
+        features = [features[f] for f in model.head_in_features]
+        return model.forward_inference(images, features, model.head(features))
+    return None
 
 
 def _report(case, what, errs):
@@ -191,7 +204,8 @@ def test_instances(name):
         if "pred_boxes" in out:
             _compare_instances(name, i, outputs[i]["instances"], out, "", errs)
             checked += 1
-        if "raw/pred_boxes" in out and raw is not None:
+        if "raw/pred_boxes" in out:
+            assert raw is not None, f"{name}: the fixture stores raw detections, the model gives none"
             _compare_instances(name, i, raw[i], out, "raw/", errs)
         if "pred_keypoint_heatmaps" in out:
             want = out["pred_keypoint_heatmaps"]

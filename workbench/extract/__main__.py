@@ -12,6 +12,7 @@ Run the same command again after an interruption: finished shards are kept, the 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import List, Optional
@@ -53,9 +54,11 @@ def _load_cfg(path: str, opts: List[str]):
         cfg = get_cfg()
         cfg.merge_from_file(path)
     else:
-        from workbench.model_zoo import get_config
+        from workbench.model_zoo import embedded_weights_path, get_config
 
-        cfg = get_config(path)
+        # workbench's own models ship their weights: use them (nothing to download). Other zoo
+        # names keep the YAML's MODEL.WEIGHTS, as detectron2's get_config does.
+        cfg = get_config(path, trained=embedded_weights_path(path) is not None)
     if opts:
         cfg.merge_from_list(opts)
     return cfg
@@ -86,6 +89,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         weights = args.weights if args.weights is not None else cfg.MODEL.WEIGHTS
         if weights:
             DetectionCheckpointer(model).load(weights)
+        else:
+            logging.getLogger(__name__).warning(
+                "No weights: neither --weights nor MODEL.WEIGHTS of %s is set, so the features come "
+                "from a randomly initialised model.", args.config_file)
         manifest = extract(
             model, args.input, args.output, features=args.features, batch_size=args.batch_size,
             shard_size=args.shard_size, min_size=cfg.INPUT.MIN_SIZE_TEST,

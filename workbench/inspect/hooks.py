@@ -190,7 +190,7 @@ class Captured:
             outs = self.outputs.get(n, [])
             ins = self.inputs.get(n, [])
             what = describe(outs[0]) if len(outs) == 1 else (f"{len(outs)} calls" if outs else "-")
-            extra = f"  inputs: {len(ins)} calls" if ins else ""
+            extra = f"  inputs: {len(ins)} call{'s' if len(ins) != 1 else ''}" if ins else ""
             lines.append(f"  {n or '<model>'}: {what}{extra}")
         return "\n".join(lines)
 

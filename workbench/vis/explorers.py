@@ -184,7 +184,8 @@ class DetectionExplorer(Explorer):
             "detection": w.Dropdown(options=[("none", -1)], value=-1, description="detection"),
         }
         self.info = w.HTML()
-        self.crop = w.Image(format="png")
+        # A fixed display width (the crop is often a few dozen pixels); no flex stretching.
+        self.crop = w.Image(format="png", layout=w.Layout(width="192px", object_fit="contain"))
         self._pools: Dict[Tuple[float, int], Tuple[float, Any]] = {}
         self._orig_images: Dict[int, np.ndarray] = {}
         self.current = None  # the trace the shown detections come from
@@ -243,6 +244,7 @@ class DetectionExplorer(Explorer):
             self._show_detection(tr, i, chosen)
         else:
             self.info.value, self.crop.value = "", b""
+            self.crop.layout.display = "none"  # an empty <img> shows as a broken image in a browser
             self.provenance = None
         return out
 
@@ -260,12 +262,14 @@ class DetectionExplorer(Explorer):
         self.info.value = "<pre>" + "\n".join(lines) + "</pre>"
         crop, _ = _crop(self.original_image(image), d.box)
         self.crop.value = encode_png(np.ascontiguousarray(crop))
+        self.crop.layout.display = None
 
     @property
     def widget(self):
         w = _widgets()
+        top = w.Layout(align_items="flex-start")  # flex's default "stretch" distorts the images
         return w.VBox([w.HBox(list(self.controls.values()), layout=w.Layout(flex_flow="row wrap")),
-                       w.HBox([self.image, w.VBox([self.crop, self.info])])])
+                       w.HBox([self.image, w.VBox([self.crop, self.info], layout=top)], layout=top)])
 
 
 class FeatureExplorer(Explorer):

@@ -752,6 +752,9 @@ def register_shapes(name: str, split: str, num_images: int, seed: int = 0, *,
         sem_seg_root=folder,
         panoptic_root=folder,
         panoptic_json=os.path.join(folder, f"panoptic_{num_images}.json"),
+        split=split,
+        seed=int(seed),
+        num_images=int(num_images),
         **get_shapes_metadata(),
     )
 

@@ -29,6 +29,7 @@ from .build import META_ARCH_REGISTRY
 from .postprocessing import detector_postprocess, sem_seg_postprocess
 from .rcnn import GeneralizedRCNN
 from .semantic_seg import _pad_sem_seg_targets, build_sem_seg_head
+from workbench.utils.events import get_event_storage
 
 __all__ = ["PanopticFPN", "combine_semantic_and_instance_outputs"]
 
@@ -107,12 +108,15 @@ class PanopticFPN(GeneralizedRCNN):
         """
         if not self.training:
             return self.inference(batched_inputs)
-        images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
-
+        # Fail before any work: a forward that raises later would already have moved the
+        # BatchNorm running statistics of the backbone and the semantic head.
+        get_event_storage()
         for key in ("sem_seg", "instances"):
             if key not in batched_inputs[0]:
                 raise KeyError(f"Training PanopticFPN needs a '{key}' key in every input dict.")
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+
         gt_sem_seg = _pad_sem_seg_targets(batched_inputs, self.pixel_mean, self.backbone,
                                           self.sem_seg_head.ignore_value).long()  # (N, Hp, Wp)
         _, sem_seg_losses = self.sem_seg_head(features, gt_sem_seg)
