@@ -34,6 +34,7 @@ PAIRS: Dict[str, Tuple[str, str]] = {
     "keypoint_rcnn": ("COCO-Keypoints/keypoint_rcnn_R_50_FPN_3x.yaml", "keypointrcnn_resnet50_fpn"),
 }
 EMBEDDED_CONFIG = "Shapes/panoptic_kp_R_50_FPN_small.yaml"
+LIBRARIES = ("workbench", "torchvision", "workbench-unopt")
 
 
 @dataclass
@@ -95,18 +96,28 @@ def build_torchvision(builder: str, *, height: int, width: int, detections: int 
               max_size=max(height, width)).eval()
 
 
-def workbench_subject(name: str, model: torch.nn.Module, rgb: torch.Tensor) -> Subject:
-    """Wraps a workbench GeneralizedRCNN / PanopticFPN fed ``rgb`` ((3, H, W), 0-255)."""
+def workbench_subject(name: str, model: torch.nn.Module, rgb: torch.Tensor, *,
+                      optimised: bool = True) -> Subject:
+    """Wraps a workbench GeneralizedRCNN / PanopticFPN fed ``rgb`` ((3, H, W), 0-255).
+
+    With ``optimised=False`` every call runs with all of ``workbench.utils.perf``'s inference
+    optimisations off (the code as it was before them); otherwise with the options in force.
+    """
+    from workbench.utils import perf
+
     fmt = getattr(model, "bench_input_format", "BGR")
     image = rgb if fmt == "RGB" else rgb.flip(0)  # (3, H, W) channel order RGB -> BGR
     inputs = [{"image": image.contiguous(), "height": image.shape[1], "width": image.shape[2]}]
 
+    def options():
+        return perf.inference_options() if optimised else perf.inference_options(enabled=False)
+
     def full():
-        with torch.no_grad():
+        with torch.no_grad(), options():
             return model(inputs)
 
     def backbone():
-        with torch.no_grad():
+        with torch.no_grad(), options():
             return model.backbone(model.preprocess_image(inputs).tensor)
 
     return Subject(name, model, full, backbone, lambda out: len(out[0]["instances"]))
@@ -129,7 +140,11 @@ def torchvision_subject(name: str, model: torch.nn.Module, rgb: torch.Tensor) ->
 
 
 def build_subject(key: str, *, height: int, width: int, detections: int = 100) -> Subject:
-    """``key`` is ``"<library>:<pair>"``, e.g. ``"workbench:mask_rcnn"``, or ``"embedded"``."""
+    """``key`` is ``"<library>:<pair>"``, e.g. ``"workbench:mask_rcnn"``, or ``"embedded"``.
+
+    Libraries: "workbench", "torchvision", and "workbench-unopt" (workbench with every inference
+    optimisation of ``workbench.utils.perf`` off: the before/after baseline, same process).
+    """
     rgb = make_image(height, width)
     if key == "embedded":
         return workbench_subject(key, build_workbench(EMBEDDED_CONFIG, detections=detections), rgb)
@@ -137,9 +152,10 @@ def build_subject(key: str, *, height: int, width: int, detections: int = 100) -
     if pair not in PAIRS:
         raise ValueError(f"Unknown model pair {pair!r} in {key!r}; expected one of {sorted(PAIRS)}")
     config, builder = PAIRS[pair]
-    if lib == "workbench":
-        return workbench_subject(key, build_workbench(config, detections=detections), rgb)
+    if lib in ("workbench", "workbench-unopt"):
+        return workbench_subject(key, build_workbench(config, detections=detections), rgb,
+                                 optimised=lib == "workbench")
     if lib == "torchvision":
         model = build_torchvision(builder, height=height, width=width, detections=detections)
         return torchvision_subject(key, model, rgb)
-    raise ValueError(f"Unknown library {lib!r} in {key!r}; expected 'workbench' or 'torchvision'")
+    raise ValueError(f"Unknown library {lib!r} in {key!r}; expected one of {LIBRARIES}")

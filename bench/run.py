@@ -24,8 +24,12 @@ returns exactly ``--detections`` boxes; the counts are checked and reported):
 * FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one full inference and one backbone
   call (it counts matmuls and convolutions; 1 multiply-add = 2 FLOPs). Divided by the median
   time this is the achieved GFLOP/s, and divided again by the measured GEMM peak (a square fp32
-  ``torch.mm`` of ``--gemm-size`` at the same thread count) it says how far each model is from
-  what the machine's matmul can do.
+  product of ``--gemm-size`` at the same thread count, the faster of ``torch.mm`` and the same
+  product as a oneDNN 1x1 convolution) it says how far each model is from what the machine's
+  matmul can do.
+* ``--unoptimised``: workbench also runs with every inference optimisation of
+  ``workbench.utils.perf`` off (``WORKBENCH_INFERENCE_OPT=0``), as a third subject in the same
+  A B C rounds and its own peak-memory subprocess: the before/after comparison in one process.
 
 Plus, for the embedded model (``Shapes/panoptic_kp_R_50_FPN_small.yaml``, random weights unless
 trained ones are given): its median latency on an ``--embedded-size`` square image; and the
@@ -36,6 +40,7 @@ plain inference, extraction image rate).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -73,15 +78,34 @@ def _ratio(a: float, b: float) -> Optional[float]:
 
 
 def gemm_peak(size: int, *, repeats: int = 5) -> Dict[str, Any]:
-    """Best and median GFLOP/s of a (size x size) @ (size x size) fp32 matmul on this thread count."""
+    """Best and median GFLOP/s of a (size x size) @ (size x size) fp32 product on this thread count.
+
+    Measured twice: ``torch.mm`` (MKL's sgemm) and the same product as a 1x1 convolution in
+    oneDNN's blocked layout (a (1, size, size/64, 64) input, size filters), the library the
+    models' convolutions run on. On some CPUs (AMD's, where MKL takes a generic code path) the
+    second is well above the first; ``peak_gflops`` is the larger of the two bests, and the
+    "% of GEMM peak" figures are fractions of it.
+    """
     g = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=g)
     b = torch.randn(size, size, generator=g)
     torch.mm(a, b)  # warm-up
     times = [_seconds(lambda: torch.mm(a, b)) for _ in range(max(repeats, 3))]
     flops = 2.0 * size ** 3
-    return {"size": size, "seconds": times, "gflops_best": flops / min(times) / 1e9,
-            "gflops_median": flops / statistics.median(times) / 1e9}
+    res: Dict[str, Any] = {"size": size, "seconds": times, "gflops_best": flops / min(times) / 1e9,
+                           "gflops_median": flops / statistics.median(times) / 1e9}
+    if getattr(torch.backends, "mkldnn", None) and torch.backends.mkldnn.is_available() and size % 64 == 0:
+        # (1, K, M / 64, 64) pixels x (N, K, 1, 1) filters: M = N = K = size
+        x = a.t().contiguous().view(1, size, size // 64, 64).to_mkldnn()
+        w = b.t().contiguous().view(size, size, 1, 1)
+        with torch.no_grad():
+            torch.nn.functional.conv2d(x, w)  # warm-up
+            conv_times = [_seconds(lambda: torch.nn.functional.conv2d(x, w))
+                          for _ in range(max(repeats, 3))]
+        res["onednn_conv1x1_seconds"] = conv_times
+        res["gflops_best_onednn_conv1x1"] = flops / min(conv_times) / 1e9
+    res["peak_gflops"] = max(res["gflops_best"], res.get("gflops_best_onednn_conv1x1", 0.0))
+    return res
 
 
 def count_flops(fn: Callable[[], Any], keep: Optional[List[Any]] = None) -> int:
@@ -102,7 +126,10 @@ def peak_memory(key: str, *, height: int, width: int, threads: int, detections: 
     """Runs :func:`_peak_memory_child` in a fresh interpreter and returns its report."""
     cmd = [sys.executable, "-m", "bench.run", "--peak-memory-child", key, "--height", str(height),
            "--width", str(width), "--threads", str(threads), "--detections", str(detections)]
-    proc = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, check=False)
+    env = dict(os.environ)
+    if key.startswith("workbench-unopt:"):
+        env["WORKBENCH_INFERENCE_OPT"] = "0"  # no folded weights are ever cached in it
+    proc = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"peak-memory subprocess for {key!r} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -142,11 +169,17 @@ def _peak_memory_child(key: str, *, height: int, width: int, threads: int, detec
 
 
 def compare_pair(pair: str, *, height: int, width: int, repeats: int, warmup: int,
-                 detections: int, flops: bool, verbose: bool) -> Dict[str, Any]:
-    """Times workbench against torchvision on one architecture, A B A B after warm-up."""
+                 detections: int, flops: bool, verbose: bool,
+                 unoptimised: bool = False) -> Dict[str, Any]:
+    """Times workbench against torchvision on one architecture, A B A B after warm-up.
+
+    With ``unoptimised``, a third subject, workbench with every inference optimisation off
+    ("workbench-unopt"), joins the rounds (A B C A B C): before/after in one process.
+    """
     out_box: List[Any] = []
+    libs = ("workbench", "torchvision") + (("workbench-unopt",) if unoptimised else ())
     subjects = [M.build_subject(f"{lib}:{pair}", height=height, width=width, detections=detections)
-                for lib in ("workbench", "torchvision")]
+                for lib in libs]
     res: Dict[str, Any] = {}
     for s in subjects:
         res[s.name] = d = {"backbone_s": [], "full_s": []}
@@ -172,13 +205,20 @@ def compare_pair(pair: str, *, height: int, width: int, repeats: int, warmup: in
         d["backbone_median_s"] = statistics.median(d["backbone_s"])
         d["full_median_s"] = statistics.median(d["full_s"])
         d["parameters"] = sum(p.numel() for p in s.model.parameters())
-    a, b = (res[s.name] for s in subjects)
-    res["ratio_workbench_over_torchvision"] = {
-        kind: {"of_medians": _ratio(a[f"{kind}_median_s"], b[f"{kind}_median_s"]),
-               "median_of_rounds": statistics.median(
-                   [x / y for x, y in zip(a[f"{kind}_s"], b[f"{kind}_s"])])}
-        for kind in ("backbone", "full")}
+    def ratios(a, b):
+        return {kind: {"of_medians": _ratio(a[f"{kind}_median_s"], b[f"{kind}_median_s"]),
+                       "median_of_rounds": statistics.median(
+                           [x / y for x, y in zip(a[f"{kind}_s"], b[f"{kind}_s"])])}
+                for kind in ("backbone", "full")}
+
+    a, b = res[f"workbench:{pair}"], res[f"torchvision:{pair}"]
+    res["ratio_workbench_over_torchvision"] = ratios(a, b)
     res["detections_ok"] = a["detections"] == b["detections"] == detections
+    if unoptimised:
+        c = res[f"workbench-unopt:{pair}"]
+        res["ratio_workbench-unopt_over_torchvision"] = ratios(c, b)
+        res["ratio_workbench_over_workbench-unopt"] = ratios(a, c)
+        res["detections_ok"] = res["detections_ok"] and c["detections"] == detections
     return res
 
 
@@ -205,7 +245,7 @@ def run(*, height: int = 800, width: int = 1333, threads: int = 2, repeats: int 
         warmup: int = 1, detections: int = 100, pairs: Sequence[str] = tuple(M.PAIRS),
         parts: Sequence[str] = PARTS, gemm_size: int = 2048, embedded_size: int = 384,
         inspect_kwargs: Optional[Dict[str, Any]] = None, out_json: Optional[str] = None,
-        verbose: bool = True) -> Dict[str, Any]:
+        verbose: bool = True, unoptimised: bool = False) -> Dict[str, Any]:
     """Measures everything in ``parts`` and returns (and optionally writes) the figures.
 
     Args:
@@ -219,15 +259,21 @@ def run(*, height: int = 800, width: int = 1333, threads: int = 2, repeats: int 
         gemm_size: side of the square fp32 matmul that measures the GEMM peak.
         embedded_size: side of the square image for the embedded model's latency.
         inspect_kwargs: extra keyword arguments for ``bench.inspect_bench.run``.
+        unoptimised: also time (and measure the memory of) workbench with every inference
+            optimisation off, in the same rounds: the before/after comparison.
     """
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"Unknown parts {sorted(unknown)}; expected a subset of {PARTS}")
     torch.set_num_threads(threads)
+    from workbench.utils import perf
+
     result: Dict[str, Any] = {
         "settings": {"height": height, "width": width, "threads": threads, "repeats": repeats,
                      "warmup": warmup, "detections": detections, "pairs": list(pairs),
-                     "parts": list(parts), "gemm_size": gemm_size, "embedded_size": embedded_size},
+                     "parts": list(parts), "gemm_size": gemm_size, "embedded_size": embedded_size,
+                     "inference_options": dataclasses.asdict(perf.get_inference_options()),
+                     "unoptimised": unoptimised},
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "machine": platform.machine(), "cpu_count": os.cpu_count(),
                         "load_average_at_start": list(os.getloadavg())},
@@ -238,19 +284,24 @@ def run(*, height: int = 800, width: int = 1333, threads: int = 2, repeats: int 
     if "gemm" in parts:
         result["gemm"] = gemm_peak(gemm_size)
         if verbose:
-            print(f"GEMM {gemm_size}^2 fp32: {result['gemm']['gflops_best']:.1f} GFLOP/s best", flush=True)
+            gm = result["gemm"]
+            print(f"GEMM {gemm_size}^2 fp32: {gm['gflops_best']:.1f} GFLOP/s best (torch.mm)"
+                  + (f", {gm['gflops_best_onednn_conv1x1']:.1f} (oneDNN 1x1 conv)"
+                     if "gflops_best_onednn_conv1x1" in gm else ""), flush=True)
     if "compare" in parts:
         result["pairs"] = {}
         for pair in pairs:
             if verbose:
                 print(f"comparing {pair} at {height}x{width} ...", flush=True)
             res = compare_pair(pair, height=height, width=width, repeats=repeats, warmup=warmup,
-                               detections=detections, flops="flops" in parts, verbose=verbose)
+                               detections=detections, flops="flops" in parts, verbose=verbose,
+                               unoptimised=unoptimised)
             result["pairs"][pair] = res
     if "memory" in parts:
         mem = result.setdefault("memory", {})
+        libs = ("workbench", "torchvision") + (("workbench-unopt",) if unoptimised else ())
         for pair in pairs:
-            for lib in ("workbench", "torchvision"):
+            for lib in libs:
                 key = f"{lib}:{pair}"
                 if verbose:
                     print(f"peak memory of {key} (fresh subprocess) ...", flush=True)
@@ -268,9 +319,11 @@ def run(*, height: int = 800, width: int = 1333, threads: int = 2, repeats: int 
             print("inspection layer (bench/inspect_bench.py) ...", flush=True)
         result["inspect"] = inspect_bench.run(threads=threads, verbose=verbose, **(inspect_kwargs or {}))
     if "gemm" in parts:
-        peak = result["gemm"]["gflops_best"]
+        peak = result["gemm"]["peak_gflops"]
         for pair, res in result.get("pairs", {}).items():
-            for lib in ("workbench", "torchvision"):
+            for lib in M.LIBRARIES:
+                if f"{lib}:{pair}" not in res:
+                    continue
                 d = res[f"{lib}:{pair}"]
                 for kind in ("full", "backbone"):
                     if f"{kind}_gflop" in d:
@@ -301,9 +354,17 @@ def format_table(result: Dict[str, Any]) -> str:
     s = result["settings"]
     lines = [f"input {s['height']}x{s['width']}, {s['threads']} threads, {s['repeats']} rounds "
              f"(medians), load average {result['environment']['load_average_at_start'][0]:.2f} at start"]
-    peak = result.get("gemm", {}).get("gflops_best")
+    opts = s.get("inference_options")
+    if opts is not None:
+        on = [k for k, v in opts.items() if v]
+        lines.append("workbench inference optimisations: " + (", ".join(on) if on else "all off")
+                     + (" (WORKBENCH_INFERENCE_OPT=0 turns them off)" if on else ""))
+    gm = result.get("gemm", {})
+    peak = gm.get("peak_gflops", gm.get("gflops_best"))
     if peak:
-        lines.append(f"GEMM peak ({s['gemm_size']}^2 fp32 mm): {peak:.1f} GFLOP/s")
+        lines.append(f"GEMM peak ({s['gemm_size']}^2 fp32): {peak:.1f} GFLOP/s = best of torch.mm "
+                     f"{gm['gflops_best']:.1f} and oneDNN 1x1 conv "
+                     f"{_fmt(gm.get('gflops_best_onednn_conv1x1'), '.1f')}")
     head = f"{'':34s}{'workbench':>12s}{'torchvision':>13s}{'wb/tv':>8s}{'per-round':>11s}"
     for pair in s["pairs"]:
         res = result.get("pairs", {}).get(pair)
@@ -331,6 +392,24 @@ def format_table(result: Dict[str, Any]) -> str:
         if ma and mb:
             for k, label in (("peak_rss_mb", "peak RSS (MB)"), ("peak_over_before_build_mb", "  growth over pre-build (MB)")):
                 lines.append(f"{label:34s}{ma[k]:>12.0f}{mb[k]:>13.0f}{_fmt(_ratio(ma[k], mb[k]), '>8.3f')}")
+        c = res and res.get(f"workbench-unopt:{pair}")
+        mc = mem.get(f"workbench-unopt:{pair}")
+        if c or mc:
+            lines.append(f"  workbench with every optimisation off (WORKBENCH_INFERENCE_OPT=0), same rounds:")
+            lines.append(f"{'':34s}{'unopt':>12s}{'unopt/tv':>13s}{'wb/unopt':>9s}{'per-round':>10s}")
+        if c:
+            for kind, label in (("backbone", "  backbone time (s)"), ("full", "  full inference (s)")):
+                r_tv = res["ratio_workbench-unopt_over_torchvision"][kind]
+                r_wb = res["ratio_workbench_over_workbench-unopt"][kind]
+                lines.append(f"{label:34s}{c[kind + '_median_s']:>12.3f}{_fmt(r_tv['of_medians'], '>13.3f')}"
+                             f"{_fmt(r_wb['of_medians'], '>9.3f')}{r_wb['median_of_rounds']:>10.3f}")
+            if "backbone_fraction_of_gemm_peak" in c:
+                lines.append(f"{'  backbone GFLOP/s (% of GEMM peak)':34s}{c['backbone_gflops_achieved']:>6.1f} "
+                             f"({100 * c['backbone_fraction_of_gemm_peak']:>3.0f}%)")
+        if mc:
+            lines.append(f"{'  peak RSS (MB)':34s}{mc['peak_rss_mb']:>12.0f}"
+                         f"{_fmt(_ratio(mc['peak_rss_mb'], mb['peak_rss_mb']) if mb else None, '>13.3f')}"
+                         f"{_fmt(_ratio(ma['peak_rss_mb'], mc['peak_rss_mb']) if ma else None, '>9.3f')}")
     emb = result.get("embedded")
     if emb:
         extra = (f", {emb['full_gflop']:.2f} GFLOP" if "full_gflop" in emb else "")
@@ -366,6 +445,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--embedded-size", type=int)
     ap.add_argument("--inspect-rounds", type=int)
     ap.add_argument("--inspect-copies", type=int)
+    ap.add_argument("--unoptimised", action="store_true",
+                    help="also run workbench with every inference optimisation off "
+                         "(workbench.utils.perf; WORKBENCH_INFERENCE_OPT=0) in the same rounds: "
+                         "before/after in one process")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "bench.json"))
     ap.add_argument("--peak-memory-child", metavar="KEY", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -390,7 +473,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         ap.error(f"--pairs: unknown {sorted(set(pairs) - set(M.PAIRS))}; choose from {','.join(M.PAIRS)}")
     return run(threads=a.threads, detections=a.detections, pairs=pairs,
                parts=[p for p in PARTS if p not in skip], inspect_kwargs=inspect_kwargs,
-               out_json=a.out, **preset)
+               out_json=a.out, unoptimised=a.unoptimised, **preset)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,18 @@ import torch
 from fixture_paths import FIXTURES  # tests/ is on sys.path (tests/conftest.py)
 
 
+# Every parity check of an inference output runs twice: with all of workbench.utils.perf's
+# inference optimisations on (fold_batchnorm included, which is off by default) and all off.
+OPT_MODES = {"opt_on": True, "opt_off": False}
+
+
+def optimisations(mode: str):
+    """Context manager setting every inference optimisation on ("opt_on") or off ("opt_off")."""
+    from workbench.utils import perf
+
+    return perf.inference_options(enabled=OPT_MODES[mode])
+
+
 def fixture_root() -> Path:
     if not FIXTURES.is_dir():
         raise FileNotFoundError(

@@ -1,7 +1,10 @@
 """Numerical parity with the reference implementation, over every fixture folder.
 
 Each case is built from its own ``config.yaml``, loads its weights, runs the stored inputs in one
-batched call and compares every stored quantity with the README's tolerances. New folders of the
+batched call and compares every stored quantity with the README's tolerances. Features, proposals
+and outputs are checked twice: with every inference optimisation of ``workbench.utils.perf`` on
+("opt_on", ``fold_batchnorm`` included, which is off by default) and with all of them off
+("opt_off"); training losses once (the optimisations do not apply in training). New folders of the
 same kinds are picked up without code changes. Run with ``-s`` to print the achieved errors.
 """
 
@@ -14,6 +17,7 @@ import pytest
 import torch
 
 from reference import (
+    OPT_MODES,
     assert_relative_map,
     build_reference_model,
     case_names,
@@ -21,6 +25,7 @@ from reference import (
     mask_ious,
     match_proposals,
     max_abs,
+    optimisations,
     training_inputs,
     training_seed,
 )
@@ -50,11 +55,11 @@ def _model(name):
 
 
 @functools.lru_cache(maxsize=None)
-def _inference(name):
+def _inference(name, mode):
     case = load_case(name)
     model = _model(name)
     inputs = case.model_inputs()
-    with torch.no_grad():
+    with torch.no_grad(), optimisations(mode):
         outputs = model(inputs)
         raw = _raw_detections(model, inputs)
     if isinstance(raw, tuple):  # PanopticFPN: (detector results, semantic logits)
@@ -79,8 +84,9 @@ def _report(case, what, errs):
     print(f"\n[{case.name}] {what}: " + ", ".join(f"{k}={v:.3g}" for k, v in errs.items()))
 
 
+@pytest.mark.parametrize("mode", list(OPT_MODES))
 @pytest.mark.parametrize("name", _params("features"))
-def test_features(name):
+def test_features(name, mode):
     case = load_case(name)
     if case.outputs is None:
         assert case.inputs is None, f"{name}: inputs.npz without outputs.npz"
@@ -101,7 +107,7 @@ def test_features(name):
             handles.append(child.register_forward_hook(
                 lambda m, i, o, fname=fname: captured.__setitem__(fname, o)))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), optimisations(mode):
             feats = model.backbone(x)
     finally:
         for h in handles:
@@ -112,7 +118,7 @@ def test_features(name):
         src = feats if group == "features" else captured
         assert fname in src, f"{name}: model produces no feature '{fname}' (has {sorted(src)})"
         errs[key] = assert_relative_map(f"{name} {key}", src[fname][0].numpy(), case.outputs[key], 1e-4)
-    _report(case, "features (max abs diff / max abs)", errs)
+    _report(case, f"features, {mode} (max abs diff / max abs)", errs)
 
 
 def _check_weights_only_case(case):
@@ -123,8 +129,9 @@ def _check_weights_only_case(case):
     )
 
 
+@pytest.mark.parametrize("mode", list(OPT_MODES))
 @pytest.mark.parametrize("name", _params("proposals"))
-def test_proposals(name):
+def test_proposals(name, mode):
     case = load_case(name)
     if case.outputs is None:
         return _check_weights_only_case(case)
@@ -136,7 +143,7 @@ def test_proposals(name):
         return
     model = _model(name)
     inputs = case.model_inputs()
-    with torch.no_grad():
+    with torch.no_grad(), optimisations(mode):
         images = model.preprocess_image(inputs)
         features = model.backbone(images.tensor)
         proposals, _ = model.proposal_generator(images, features, None)
@@ -153,7 +160,7 @@ def test_proposals(name):
             f"(logit {want_logits[unmatched[0]]:.6f})"
         )
         box_err, logit_err = max(box_err, b), max(logit_err, o)
-    _report(case, "proposals", {"boxes px": box_err, "objectness": logit_err})
+    _report(case, f"proposals, {mode}", {"boxes px": box_err, "objectness": logit_err})
 
 
 def _compare_instances(name, i, inst, out, prefix, errs):
@@ -191,12 +198,13 @@ def _compare_instances(name, i, inst, out, prefix, errs):
         assert rel <= 1e-3, f"{name} img{i} {prefix}pred_keypoints scores differ by {rel:.3g} (relative)"
 
 
+@pytest.mark.parametrize("mode", list(OPT_MODES))
 @pytest.mark.parametrize("name", _params("instances"))
-def test_instances(name):
+def test_instances(name, mode):
     case = load_case(name)
     if case.outputs is None:
         return _check_weights_only_case(case)
-    outputs, raw = _inference(name)
+    outputs, raw = _inference(name, mode)
     errs = {}
     checked = 0
     for i in range(case.num_images):
@@ -207,6 +215,7 @@ def test_instances(name):
         if "raw/pred_boxes" in out:
             assert raw is not None, f"{name}: the fixture stores raw detections, the model gives none"
             _compare_instances(name, i, raw[i], out, "raw/", errs)
+            errs["raw images"] = errs.get("raw images", 0) + 1
         if "pred_keypoint_heatmaps" in out:
             want = out["pred_keypoint_heatmaps"]
             got = raw[i].pred_keypoint_heatmaps[: len(want)].numpy()
@@ -222,7 +231,7 @@ def test_instances(name):
             errs["objectness"] = max(errs.get("objectness", 0), o)
             checked += 1
     assert checked == case.num_images, f"{name}: only {checked}/{case.num_images} images had outputs to compare"
-    _report(case, "outputs", errs)
+    _report(case, f"outputs, {mode}", errs)
 
 
 @pytest.mark.parametrize("name", _params("losses"))

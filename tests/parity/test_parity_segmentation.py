@@ -11,7 +11,8 @@ of the PanopticFPN / SemanticSegmentor kinds. Compared, with the README's tolera
   same segments in the same order (category_id, isthing; instance_id for things) and per
   segment mask IoU >= 0.99.
 
-All images go through one batched ``model.eval(); model(inputs)`` call, as the reference did.
+All images go through one batched ``model.eval(); model(inputs)`` call, as the reference did,
+once with every inference optimisation of ``workbench.utils.perf`` on and once with all off.
 Run with ``-s`` to print the achieved errors.
 """
 
@@ -25,7 +26,14 @@ import torch
 
 import workbench.modeling.meta_arch.panoptic_fpn  # noqa: F401  (registers PanopticFPN)
 import workbench.modeling.meta_arch.semantic_seg  # noqa: F401  (registers SemanticSegmentor)
-from reference import assert_relative_map, build_reference_model, case_names, load_case
+from reference import (
+    OPT_MODES,
+    assert_relative_map,
+    build_reference_model,
+    case_names,
+    load_case,
+    optimisations,
+)
 
 SEGMENTATION_ARCHS = ("PanopticFPN", "SemanticSegmentor")
 
@@ -43,16 +51,21 @@ def _segmentation_cases():
 
 
 @functools.lru_cache(maxsize=None)
-def _run(name):
+def _model(name):
+    return build_reference_model(load_case(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _run(name, mode):
     """Postprocessed outputs of the batched call and the stride-4 logits captured during it."""
     case = load_case(name)
-    model = build_reference_model(case)
+    model = _model(name)
     predictor = getattr(model.sem_seg_head, "predictor", None)
     assert predictor is not None, f"{name}: sem_seg_head has no 'predictor' to read the stride-4 logits from"
     captured = []
     handle = predictor.register_forward_hook(lambda m, i, o: captured.append(o.detach()))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), optimisations(mode):
             outputs = model(case.model_inputs())
     finally:
         handle.remove()
@@ -70,10 +83,11 @@ def test_segmentation_cases_exist():
     )
 
 
+@pytest.mark.parametrize("mode", list(OPT_MODES))
 @pytest.mark.parametrize("name", _segmentation_cases())
-def test_semantic_logits(name):
+def test_semantic_logits(name, mode):
     case = load_case(name)
-    outputs, stride4 = _run(name)
+    outputs, stride4 = _run(name, mode)
     errs = {"sem_seg rel": 0.0, "stride4 rel": 0.0, "min argmax agreement": 1.0}
     compared = 0
     for i in range(case.num_images):
@@ -100,14 +114,15 @@ def test_semantic_logits(name):
                 f"{name} img{i} raw/sem_seg_logits_stride4", stride4[i, :, :h, :w].numpy(), want, 1e-3))
             compared += 1
     assert compared, f"{name}: no semantic segmentation outputs stored to compare"
-    _report(name, "semantic", errs)
+    _report(name, f"semantic, {mode}", errs)
 
 
+@pytest.mark.parametrize("mode", list(OPT_MODES))
 @pytest.mark.parametrize("name", [n for n in _segmentation_cases()
                                   if load_case(n).cfg.MODEL.META_ARCHITECTURE == "PanopticFPN"])
-def test_panoptic_segmentation(name):
+def test_panoptic_segmentation(name, mode):
     case = load_case(name)
-    outputs, _ = _run(name)
+    outputs, _ = _run(name, mode)
     per_image = case.meta["summary"]["per_image"]
     min_iou, max_score_err, checked = 1.0, 0.0, 0
     for i in range(case.num_images):
@@ -134,4 +149,4 @@ def test_panoptic_segmentation(name):
             assert iou >= 0.99, f"{name} img{i}: segment {w} has IoU {iou:.4f} with the reference"
         checked += 1
     assert max_score_err <= 1e-4, f"{name}: segment scores differ by {max_score_err:.3g}"
-    _report(name, "panoptic", {"images": checked, "min segment IoU": min_iou, "thing scores": max_score_err})
+    _report(name, f"panoptic, {mode}", {"images": checked, "min segment IoU": min_iou, "thing scores": max_score_err})

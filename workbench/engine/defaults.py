@@ -29,7 +29,7 @@ from workbench.data import transforms as T
 from workbench.evaluation import DatasetEvaluator, inference_on_dataset, print_csv_format, verify_results
 from workbench.modeling import build_model
 from workbench.solver import build_lr_scheduler, build_optimizer
-from workbench.utils import comm
+from workbench.utils import comm, perf
 from workbench.utils.env import seed_all_rng
 from workbench.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
 from workbench.utils.logger import setup_logger
@@ -52,8 +52,12 @@ class DefaultPredictor:
     It does what detectron2's ``DefaultPredictor`` does: takes an (H, W, 3) uint8 image in BGR
     order (what ``cv2.imread`` returns), converts it to ``cfg.INPUT.FORMAT``, resizes it with
     ``ResizeShortestEdge([MIN_SIZE_TEST] * 2, MAX_SIZE_TEST)``, and runs the model under
-    ``torch.no_grad()`` with ``height`` / ``width`` set to the original size, so that outputs
-    are in the original image's pixels.
+    ``torch.inference_mode()`` (``torch.no_grad()`` when ``workbench.utils.perf``'s
+    ``inference_mode`` switch is off) with ``height`` / ``width`` set to the original size, so
+    that outputs are in the original image's pixels.
+
+    Outputs are then inference tensors: read them, copy them, move them freely; to modify one
+    in place outside ``torch.inference_mode()`` (``boxes.scale(...)``), ``clone()`` it first.
 
     Args:
         cfg: A config; cloned, so later changes to it do not affect the predictor.
@@ -121,7 +125,7 @@ class DefaultPredictor:
                 f"predict_batch takes a list of images, got {type(original_images).__name__}."
             )
         inputs = [self._prepare(img, i) for i, img in enumerate(original_images)]
-        with torch.no_grad():
+        with _inference_context():
             if not batched:
                 return [self.model([x])[0] for x in inputs]
             return self.model(inputs) if inputs else []
@@ -161,6 +165,13 @@ class DefaultPredictor:
                 f"Expected {where} with dtype uint8 (0..255), got {image.dtype}. Convert floats "
                 "in [0, 1] with (img * 255).round().astype(np.uint8)."
             )
+
+
+def _inference_context():
+    """``torch.inference_mode()``, or ``torch.no_grad()`` with the perf switch off."""
+    if perf.get_inference_options().inference_mode:
+        return torch.inference_mode()
+    return torch.no_grad()
 
 
 # ------------------------------------------------------------------------------------ training

@@ -9,6 +9,8 @@ import torch
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import nms
 
+from workbench.utils import perf
+
 __all__ = ["nms", "batched_nms"]
 
 
@@ -21,4 +23,27 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
     """
     if boxes.shape[-1] != 4:
         raise ValueError(f"batched_nms expects boxes of shape (N, 4), got {tuple(boxes.shape)}.")
-    return box_ops.batched_nms(boxes.float(), scores, idxs, iou_threshold)
+    boxes = boxes.float()
+    # torchvision loops over the categories itself above this size (its "vanilla" path); on
+    # CPU the categories can go to several threads instead, with the same result.
+    if (boxes.numel() > 4000 and boxes.device.type == "cpu" and torch.get_num_threads() > 1
+            and perf.get_inference_options().threaded_box_ops and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting()):
+        return _batched_nms_threads(boxes, scores, idxs, iou_threshold)
+    return box_ops.batched_nms(boxes, scores, idxs, iou_threshold)
+
+
+def _batched_nms_threads(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
+                         iou_threshold: float) -> torch.Tensor:
+    """torchvision's ``_batched_nms_vanilla`` with the per-category NMS calls on threads."""
+    groups = [torch.where(idxs == c)[0] for c in torch.unique(idxs)]
+    if len(groups) < 2:
+        return box_ops.batched_nms(boxes, scores, idxs, iou_threshold)
+    with torch.no_grad():
+        kept = perf.map_in_threads(
+            lambda ind: ind[nms(boxes[ind], scores[ind], iou_threshold)], groups)
+    keep_mask = torch.zeros_like(scores, dtype=torch.bool)
+    for k in kept:
+        keep_mask[k] = True
+    keep_indices = torch.where(keep_mask)[0]
+    return keep_indices[scores[keep_indices].sort(descending=True)[1]]

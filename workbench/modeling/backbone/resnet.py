@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from workbench.layers import Conv2d, ShapeSpec, get_norm
 from workbench.layers.blocks import CNNBlockBase
 from workbench.layers.weight_init import c2_msra_fill
+from workbench.utils import perf
 
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
@@ -252,14 +253,19 @@ class ResNet(Backbone):
         if x.shape[1] != self.stem.in_channels:
             raise ValueError(f"ResNet's stem expects {self.stem.in_channels} input channels, "
                              f"got an input of shape {tuple(x.shape)}.")
+        # oneDNN blocked layout between the convs on CPU in inference (workbench.utils.perf):
+        # bit-identical values, dense NCHW maps returned.
+        onednn = False
+        if self.num_classes is None:
+            x, onednn = perf.enter_onednn(self, x)
         outputs = {}
         x = self.stem(x)
         if "stem" in self._out_features:
-            outputs["stem"] = x
+            outputs["stem"] = x.to_dense() if onednn else x
         for name, stage in zip(self.stage_names, self.stages):
             x = stage(x)
             if name in self._out_features:
-                outputs[name] = x
+                outputs[name] = x.to_dense() if onednn else x
         if self.num_classes is not None:
             x = self.avgpool(x)
             x = torch.flatten(x, 1)  # (N, C, 1, 1) -> (N, C)
@@ -461,3 +467,8 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         out_channels *= 2
         bottleneck_channels *= 2
     return ResNet(stem, stages, out_features=out_features, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+
+
+# Their forward passes use only conv, relu_, max_pool2d and in-place add: exact on blocked tensors.
+for _block in (BasicBlock, BottleneckBlock, BasicStem):
+    perf.register_onednn_safe(_block)

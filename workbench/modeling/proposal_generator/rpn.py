@@ -32,6 +32,7 @@ from torch import nn
 from workbench.config import configurable
 from workbench.layers import Conv2d, ShapeSpec, cat
 from workbench.structures import Boxes, ImageList, Instances, pairwise_iou
+from workbench.utils import perf
 from workbench.utils.events import get_event_storage
 from workbench.utils.registry import Registry
 
@@ -155,9 +156,14 @@ class StandardRPNHead(nn.Module):
         pred_objectness_logits = []
         pred_anchor_deltas = []
         for x in features:
+            # oneDNN blocked layout on CPU in inference (workbench.utils.perf): same values.
+            x, onednn = perf.enter_onednn(self, x)
             t = self.conv(x)  # the ReLU is part of each hidden conv
-            pred_objectness_logits.append(self.objectness_logits(t))
-            pred_anchor_deltas.append(self.anchor_deltas(t))
+            logits, deltas = self.objectness_logits(t), self.anchor_deltas(t)
+            if onednn:
+                logits, deltas = logits.to_dense(), deltas.to_dense()
+            pred_objectness_logits.append(logits)
+            pred_anchor_deltas.append(deltas)
         return pred_objectness_logits, pred_anchor_deltas
 
 

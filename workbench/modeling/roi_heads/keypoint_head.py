@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from workbench.config import configurable
 from workbench.layers import Conv2d, ConvTranspose2d, ShapeSpec, cat, interpolate
 from workbench.structures import Instances, heatmaps_to_keypoints
+from workbench.utils import perf
 from workbench.utils.events import get_event_storage
 from workbench.utils.registry import Registry
 
@@ -317,7 +318,11 @@ class KRCNNConvDeconvUpsampleHead(BaseKeypointRCNNHead, nn.Sequential):
         """(R, C, S, S) ROI features -> (R, K, 4S, 4S) heatmap logits."""
         if x.dim() != 4:
             raise ValueError(f"Expected ROI features of shape (R, C, S, S), got {tuple(x.shape)}.")
+        # oneDNN blocked layout on CPU in inference (workbench.utils.perf): same values.
+        x, onednn = perf.enter_onednn(self, x)
         for layer in self:
             x = layer(x)
+        if onednn:
+            x = x.to_dense()
         # (R, K, 2S, 2S) -> (R, K, 4S, 4S)
         return interpolate(x, scale_factor=self.up_scale, mode="bilinear", align_corners=False)

@@ -29,6 +29,7 @@ from workbench.config import configurable
 from workbench.layers import Conv2d, ConvTranspose2d, ShapeSpec, cat, get_norm
 from workbench.layers.weight_init import c2_msra_fill
 from workbench.structures import Instances
+from workbench.utils import perf
 from workbench.utils.events import get_event_storage
 from workbench.utils.registry import Registry
 
@@ -318,9 +319,11 @@ class MaskRCNNConvUpsampleHead(BaseMaskRCNNHead, nn.Sequential):
         """(R, C, S, S) ROI features -> (R, K, 2S, 2S) mask logits."""
         if x.dim() != 4:
             raise ValueError(f"Expected ROI features of shape (R, C, S, S), got {tuple(x.shape)}.")
+        # oneDNN blocked layout on CPU in inference (workbench.utils.perf): same values.
+        x, onednn = perf.enter_onednn(self, x)
         for layer in self:
             x = layer(x)
-        return x
+        return x.to_dense() if onednn else x
 
 
 def build_mask_head(cfg, input_shape: ShapeSpec) -> nn.Module:
