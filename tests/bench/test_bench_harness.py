@@ -26,7 +26,7 @@ def test_harness_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(inspect_bench, "run", _fake_inspect)
     out = tmp_path / "bench.json"
     res = bench_run.run(height=96, width=128, threads=1, repeats=1, warmup=1, detections=5,
-                        pairs=["mask_rcnn"], gemm_size=64, embedded_size=64,
+                        pairs=["mask_rcnn"], gemm_size=64, embedded_size=192,
                         inspect_kwargs={"rounds": 1}, out_json=str(out))
     on_disk = json.loads(out.read_text())
     assert set(on_disk) == set(res)
@@ -53,7 +53,10 @@ def test_harness_end_to_end(tmp_path, monkeypatch, capsys):
     assert abs(pw - pt) / pt < 0.02, (pw, pt)
     for kind in ("backbone", "full"):
         assert pair["ratio_workbench_over_torchvision"][kind]["of_medians"] > 0
-    assert res["embedded"]["latency_median_s"] > 0 and res["embedded"]["detections"] == 5
+    emb = res["embedded"]
+    # The shipped weights, on a shapes image: the trained model finds some of what was drawn.
+    assert emb["latency_median_s"] > 0 and emb["weights"].startswith("packaged")
+    assert emb["detections"] > 0 and emb["objects_drawn"] > 0, emb
     assert res["inspect"]["kwargs"] == {"rounds": 1, "threads": 1, "verbose": True}
     table = capsys.readouterr().out
     for text in ("mask_rcnn R50-FPN", "full inference (s)", "peak RSS (MB)", "GEMM peak",
