@@ -17,6 +17,13 @@ WEIGHTS = ROOT / "workbench" / "model_zoo" / "weights" / "Shapes" / "panoptic_kp
 md = nbformat.v4.new_markdown_cell
 code = nbformat.v4.new_code_cell
 
+
+def code_cpu_dependent(source: str):
+    """A code cell whose printed figures come from training, so they depend on which kernels
+    the CPU's oneDNN picks (AVX2 vs AVX-512 accumulate in other orders, and 40 SGD steps amplify
+    the last bits): nbval checks that it runs and that its asserts hold, not its digits."""
+    return code(source, metadata={"tags": ["nbval-ignore-output"]})
+
 cells = [
     md("""# 07 · Train and evaluate
 
@@ -139,8 +146,9 @@ JSON object per write, with losses smoothed by the median of the last 20 iterati
 history first, averaged over 10-iteration windows. The losses of the new layers
 (`loss_cls`, the class-specific `loss_box_reg` and `loss_mask`) fall; those of the heads that
 were already trained for these images (keypoints, semantic segmentation) stay about where they
-started."""),
-    code("""names = ["total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_keypoint", "loss_sem_seg"]
+started. The digits differ a little from one CPU to another (its kernels round differently, and
+40 SGD steps amplify that); the trends and the checks in these cells do not."""),
+    code_cpu_dependent("""names = ["total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_keypoint", "loss_sem_seg"]
 windows = {}
 for name in names:
     values = np.array([v for v, _ in trainer.storage.history(name).values()])
@@ -152,7 +160,7 @@ for name, means in windows.items():
 assert windows["total_loss"][-1] < 0.95 * windows["total_loss"][0]
 for name in ("loss_cls", "loss_box_reg", "loss_mask"):  # the layers that started from scratch
     assert windows[name][-1] < 0.75 * windows[name][0], name"""),
-    code("""print(sorted(os.listdir(output_dir)))
+    code_cpu_dependent("""print(sorted(os.listdir(output_dir)))
 with open(os.path.join(output_dir, "metrics.json")) as f:
     records = [json.loads(line) for line in f]
 for r in records:
@@ -168,7 +176,7 @@ the evaluator. `COCOEvaluator` converts the dataset dicts to COCO json in its ou
 calls pycocotools for boxes, masks and keypoints; keypoint AP needs the dataset's own OKS
 sigmas (`cfg.TEST.KEYPOINT_OKS_SIGMAS`), since pycocotools' defaults are the 17 sigmas of COCO
 people."""),
-    code("""model = build_model(cfg)
+    code_cpu_dependent("""model = build_model(cfg)
 DetectionCheckpointer(model).load(os.path.join(output_dir, "model_final.pth"))
 trained_state = trainer.model.state_dict()
 assert all(torch.equal(v, trained_state[k]) for k, v in model.state_dict().items())
