@@ -152,6 +152,10 @@ def test_trace_explorer_tabs_share_the_image(mask_case):
     assert list(ex.tabs) == ["features", "proposals", "detections", "masks"]
     ex.set_image(2)
     assert all(t.state["image"] == 2 for t in ex.tabs.values())
+    # One visible image selector: each tab's own is hidden, and follows the shared one.
+    assert all(t.controls["image"].layout.display == "none" and t.controls["image"].value == 2
+               for t in ex.tabs.values() if "image" in t.controls)
+    assert ex.image.layout.display != "none"
     assert ex.tab.children and ex.widget is not None
     with pytest.raises(KeyError, match="Unknown control"):
         ex.detections.set(threshold=0.3)

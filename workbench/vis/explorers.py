@@ -236,8 +236,10 @@ class DetectionExplorer(Explorer):
         chosen = det.value if det.value in [o[1] for o in options] else -1
         det.options, det.value = options, chosen
         if chosen >= 0:
+            # A white outline 1.5x the width of the others: it stands out without hiding the
+            # box's own edge or the mask boundary under it.
             vis.draw_boxes(inst.pred_boxes.tensor[chosen:chosen + 1].cpu().numpy(), [[1.0, 1.0, 1.0]],
-                           linewidth=vis.font_size / 2)
+                           linewidth=1.5 * max(vis.font_size / 4, 1.0))
             out.drawn["boxes"] = out.drawn["boxes"][:-1]  # the highlight is not a detection
             out.drawn["box_colors"] = out.drawn["box_colors"][:-1]
             out.drawn["highlight"] = chosen
@@ -527,6 +529,9 @@ class TraceExplorer:
             self.tabs["segmentation"] = SegmentationExplorer(trace, metadata, input_format=fmt)
         self.image = _image_control(trace)
         self.image.observe(self._image_changed, names="value")
+        for ex in self.tabs.values():  # the shared selector above the tabs drives theirs
+            if "image" in ex.controls:
+                ex.controls["image"].layout.display = "none"
         self.tab = w.Tab(children=[ex.widget for ex in self.tabs.values()])
         for k, name in enumerate(self.tabs):
             self.tab.set_title(k, name)
