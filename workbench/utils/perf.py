@@ -12,10 +12,11 @@ Off by default: ``fold_batchnorm`` and ``onednn_layout``, which are most of the 
 speed-up (together about 0.7x its time) but can change the last bits:
 
 * folding changes the rounding (about 1e-7 relative per layer, 1e-6 at the FPN outputs). The
-  visible fixtures tolerate it, but not robustly: on ``mask_rcnn_R_50_FPN`` one 101-pixel mask
-  passes by a single pixel (IoU 0.9902), and on the keypoint fixture's images plus +-1 grey
-  level of noise, 3 of 8 trials move a keypoint score by more than its 1e-3 tolerance (an
-  arg-max flip in 2 of them).
+  visible fixtures tolerate it, but not robustly: ``retinanet_R_50_FPN``'s boxes move to
+  0.0097 px from the reference against a 0.01 px tolerance (0.0048 px unfolded, on an AVX2
+  machine); on an AVX-512 machine one 101-pixel mask of ``mask_rcnn_R_50_FPN`` passed by a
+  single pixel (IoU 0.9902), and on the keypoint fixture's images plus +-1 grey level of noise,
+  3 of 8 trials moved a keypoint score by more than its 1e-3 tolerance (an arg-max flip in 2).
 * the blocked layout runs the same oneDNN kernels as the NCHW path for every conv of the R50
   models at two threads (bit-identical there), but oneDNN picks other kernels for some narrow
   convs (e.g. the embedded model's 64 -> 7 mask predictor) and for 1x1 convs at one thread.
