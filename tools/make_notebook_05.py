@@ -8,7 +8,7 @@ each one drew. Its printed output depends only on the model's weights, so the no
 regenerated whenever the packaged weights change; the assertions hold for any model that finds
 at least one shape with a score above 0.5 on the first validation image.
 
-nbval: cells whose output is a widget display carry ``# NBVAL_IGNORE_OUTPUT`` (a widget's
+nbval: cells whose output is a widget display carry the ``nbval-ignore-output`` tag (a widget's
 text/plain repr holds its whole state, PNG bytes included, and its model id changes from run to
 run); what they show is asserted in the code cells around them. Pictures are also shown as
 static PNGs (``IPython.display.Image``), which nbval does not compare, so the stored notebook
@@ -21,6 +21,12 @@ import nbformat
 
 md = nbformat.v4.new_markdown_cell
 code = nbformat.v4.new_code_cell
+
+
+def widget_display(source: str):
+    """A cell that displays a widget: nbval runs it but does not compare its output (the repr
+    holds the widget's whole state and model ids); the cells around it assert what it shows."""
+    return code(source, metadata={"tags": ["nbval-ignore-output"]})
 
 cells = [
     md("""# 05 · Explorers: a detector's stages under sliders
@@ -79,9 +85,7 @@ print("tabs:", list(explorer.tabs))
 assert list(explorer.tabs) == ["features", "proposals", "detections", "masks", "keypoints", "segmentation"]
 assert [explorer.tab.get_title(k) for k in range(len(explorer.tabs))] == list(explorer.tabs)
 assert all(ex.png[:4] == b"\\x89PNG" and ex.image.value == ex.png for ex in explorer.tabs.values())"""),
-    code("""# NBVAL_IGNORE_OUTPUT: a widget display (its model ids and embedded PNG bytes change from run to
-# run); the cells around it assert what it shows.
-explorer.tab.selected_index = 2  # open on the detections tab
+    widget_display("""explorer.tab.selected_index = 2  # open on the detections tab
 explorer"""),
     md("""## Detections: score threshold, class filter, toggles
 
@@ -259,9 +263,7 @@ print("backbone runs while exploring:", len(backbone_calls))
 assert backbone_calls == []  # everything above came from the cached trace (rethreshold included)"""),
     md("""A single explorer can also be shown on its own, e.g. the detections with their provenance
 panel:"""),
-    code("""# NBVAL_IGNORE_OUTPUT: a widget display (model ids and embedded PNG bytes change from run to run);
-# its state is asserted below.
-det.set(image=0, detection=top)
+    widget_display("""det.set(image=0, detection=top)
 det"""),
     code("""assert det.state["image"] == 0 and det.state["detection"] == top and det.image.value == det.png
 print("shown:", det.state)"""),
