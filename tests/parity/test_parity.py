@@ -137,9 +137,11 @@ def test_proposals(name, mode):
         return _check_weights_only_case(case)
     keys = [k for k in case.outputs if "/proposals/" in k]
     if not keys:
-        # One-stage models have no proposal stage: the fixture stores none and the model has none.
-        assert case.cfg.MODEL.META_ARCHITECTURE == "RetinaNet", f"{name}: no stored proposals"
-        assert getattr(_model(name), "proposal_generator", None) is None
+        # One-stage detectors and semantic segmentors have no proposal stage: the fixture stores
+        # none, and the model must have none either.
+        assert getattr(_model(name), "proposal_generator", None) is None, (
+            f"{name}: the fixture stores no proposals, but the "
+            f"{case.cfg.MODEL.META_ARCHITECTURE} model has a proposal generator")
         return
     model = _model(name)
     inputs = case.model_inputs()
@@ -230,8 +232,34 @@ def test_instances(name, mode):
             errs["proposals px"] = max(errs.get("proposals px", 0), b)
             errs["objectness"] = max(errs.get("objectness", 0), o)
             checked += 1
+    if checked == 0 and all(f"img{i}/sem_seg" in case.outputs or f"img{i}/sem_seg_argmax" in case.outputs
+                            for i in range(case.num_images)):
+        # A semantic segmentor: no instances anywhere (test_parity_segmentation checks sem_seg).
+        assert all("instances" not in o and "proposals" not in o for o in outputs), (
+            f"{name}: the fixture stores only sem_seg, but the model returns instances")
+        _report(case, f"outputs, {mode}", {"instances": 0})
+        return
     assert checked == case.num_images, f"{name}: only {checked}/{case.num_images} images had outputs to compare"
     _report(case, f"outputs, {mode}", errs)
+
+
+@pytest.mark.parametrize("name", _params("batch"))
+def test_batch_geometry(name):
+    """``batch/image_sizes`` (each image's size after resizing, before padding) and
+    ``batch/padded_image_tensor_shape`` (the ImageList tensor, padded to the backbone's
+    divisibility): what the model's preprocessing makes of the stored inputs."""
+    case = load_case(name)
+    if case.outputs is None:
+        return _check_weights_only_case(case)
+    assert "batch/image_sizes" in case.outputs, f"{name}: no batch/image_sizes stored"
+    images = _model(name).preprocess_image(case.model_inputs())
+    want_sizes = [tuple(int(v) for v in hw) for hw in case.outputs["batch/image_sizes"]]
+    assert [tuple(s) for s in images.image_sizes] == want_sizes, (
+        f"{name}: image_sizes {images.image_sizes}, reference {want_sizes}")
+    if "batch/padded_image_tensor_shape" in case.outputs:
+        want_shape = tuple(int(v) for v in case.outputs["batch/padded_image_tensor_shape"])
+        assert tuple(images.tensor.shape) == want_shape, (
+            f"{name}: padded batch {tuple(images.tensor.shape)}, reference {want_shape}")
 
 
 @pytest.mark.parametrize("name", _params("losses"))
