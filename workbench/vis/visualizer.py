@@ -34,8 +34,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.collections import LineCollection, PathCollection, PolyCollection
 from matplotlib.figure import Figure
+from matplotlib.markers import MarkerStyle
+from matplotlib.transforms import Affine2D, IdentityTransform
 
 from . import colors as C
 
@@ -170,18 +172,60 @@ class VisImage:
         # The +1e-3 makes Agg's int(inches * dpi) land on the intended pixel count.
         self.fig = Figure(figsize=((out_w + 1e-3) / _DPI, (out_h + 1e-3) / _DPI), dpi=_DPI)
         self.canvas = FigureCanvasAgg(self.fig)
-        self.ax = self.fig.add_axes([0.0, 0.0, 1.0, 1.0])
-        self.ax.axis("off")
+        # Image pixels (x right, y down) -> the figure: what an Axes spanning the figure with
+        # xlim (0, W) and ylim (H, 0) would do. Artists go straight onto the figure with it (see
+        # add_artist): building an Axes (ticks, spines, ...) was a quarter of a redraw.
+        self.transform = Affine2D().scale(1.0 / self.width, -1.0 / self.height).translate(0.0, 1.0) \
+            + self.fig.transFigure
+        self._ax = None
         # The background is not a matplotlib artist: the figure is transparent and its artists
         # are composited over the (mask-blended) image in numpy, which skips Agg's image
         # resampling (a third of a redraw otherwise).
         self.fig.patch.set_alpha(0.0)
-        self.ax.set_xlim(0, self.width)
-        self.ax.set_ylim(self.height, 0)
         self.labels: List[Tuple[str, Tuple[float, float, float, float], Any, str]] = []
         self.font_px = 10.0
         self._dirty = True
         self._cache: Optional[np.ndarray] = None
+
+    @property
+    def ax(self):
+        """A matplotlib ``Axes`` over the whole picture, in image pixels (x right, y down), for
+        drawing of your own; made on first use. What the visualiser draws does not go through it
+        (see :meth:`add_artist`), and lies above what is drawn on it."""
+        if self._ax is None:
+            ax = self.fig.add_axes([0.0, 0.0, 1.0, 1.0])
+            ax.axis("off")
+            ax.set_xlim(0, self.width)
+            ax.set_ylim(self.height, 0)
+            self._ax = ax
+        self._dirty = True  # whatever is drawn on it must reach the next get_image()
+        return self._ax
+
+    def add_artist(self, artist, *, offsets: bool = False):
+        """Put a matplotlib collection on the picture, its coordinates in image pixels.
+
+        ``offsets=True`` for marker-like collections (a ``PathCollection``): the offsets are in
+        image pixels and the marker shapes in display points, as ``Axes.scatter`` makes them.
+        """
+        if offsets:
+            artist.set_offset_transform(self.transform)
+            artist.set_transform(IdentityTransform())
+        else:
+            artist.set_transform(self.transform)
+        self.fig.add_artist(artist)
+        self._dirty = True
+        return artist
+
+    def scatter(self, xy, *, size: float, facecolors, edgecolors="none", linewidths: float = 1.0,
+                zorder: float = 6):
+        """Round markers at ``xy`` (n, 2) image pixels, ``size`` in points squared (as
+        ``Axes.scatter``'s ``s``)."""
+        marker = MarkerStyle("o")
+        path = marker.get_path().transformed(marker.get_transform())
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        coll = PathCollection((path,), sizes=[size], offsets=xy, facecolors=facecolors,
+                              edgecolors=edgecolors, linewidths=linewidths, zorder=zorder)
+        return self.add_artist(coll, offsets=True)
 
     def _record(self, key: str, value: Any) -> None:
         cur = self.drawn.get(key)
@@ -369,7 +413,7 @@ class Visualizer:
             verts = [[(b[0], b[1]), (b[2], b[1]), (b[2], b[3]), (b[0], b[3])] for b in boxes]
             coll = PolyCollection(verts, facecolors="none", edgecolors=[(*c, alpha) for c in colors],
                                   linewidths=lw * self.scale, linestyles=linestyle, zorder=2)
-            self.output.ax.add_collection(coll)
+            self.output.add_artist(coll)
         self.output._record("boxes", boxes)
         self.output._record("box_colors", colors)
         return self.output
@@ -438,13 +482,12 @@ class Visualizer:
                     seg_colors.append(c / 255.0 if c.max() > 1 else c)
         lw = max(self.font_size / 4, 1.0) * self.scale
         if segs:
-            self.output.ax.add_collection(LineCollection(segs, colors=seg_colors, linewidths=lw,
-                                                         zorder=5))
+            self.output.add_artist(LineCollection(segs, colors=seg_colors, linewidths=lw, zorder=5))
         pts = kps[vis][:, :2]
         if len(pts):
             kcolors = C.palette(kps.shape[1])[np.nonzero(vis)[1]] if color is None else [color]
-            self.output.ax.scatter(pts[:, 0], pts[:, 1], s=(lw * 2.5) ** 2, c=kcolors,
-                                   edgecolors="white", linewidths=0.5 * self.scale, zorder=6)
+            self.output.scatter(pts, size=(lw * 2.5) ** 2, facecolors=kcolors, edgecolors="white",
+                                linewidths=0.5 * self.scale, zorder=6)
         self.output._record("keypoints", pts)
         self.output._record("skeleton", len(segs))
         return self.output
@@ -683,8 +726,8 @@ class Visualizer:
         sel = a[loc * num: (loc + 1) * num] * box_scale
         self.draw_boxes(sel, C.palette(num), linestyle="--")
         center = sel[:, :2].mean(0) / 2 + sel[:, 2:].mean(0) / 2 if num else np.zeros(2)
-        self.output.ax.scatter([center[0]], [center[1]], s=30 * self.scale, c=[[1, 1, 1]],
-                               edgecolors="black", zorder=6)
+        self.output.scatter([center], size=30 * self.scale, facecolors=[[1, 1, 1]],
+                            edgecolors="black", zorder=6)
         self.output.drawn["anchor_rows"] = np.arange(loc * num, (loc + 1) * num)
         return self.output
 
