@@ -232,3 +232,24 @@ def test_png_encoder_round_trips():
     np.testing.assert_array_equal(back, img)
     with pytest.raises(ValueError, match="H, W, 3"):
         encode_png(np.zeros((4, 4), np.uint8))
+
+
+def test_artists_land_on_image_pixels_without_an_axes():
+    img = np.zeros((40, 60, 3), dtype=np.uint8)
+    v = Visualizer(img)
+    v.draw_boxes(np.array([[10.0, 5.0, 30.0, 25.0]]), [[1.0, 0.0, 0.0]], linewidth=1.0)
+    v.output.scatter([[50.0, 35.0]], size=9.0, facecolors=[[0.0, 1.0, 0.0]])
+    out = v.output.get_image()
+    assert v.output.fig.axes == []  # nothing built an Axes
+    red = out[..., 0] > 128
+    ys, xs = np.nonzero(red)
+    # The box outline, in image pixels with y down: its edges at x 10 / 30 and y 5 / 25.
+    assert abs(xs.min() - 10) <= 1 and abs(xs.max() - 30) <= 1
+    assert abs(ys.min() - 5) <= 1 and abs(ys.max() - 25) <= 1
+    green = np.argwhere(out[..., 1] > 128)
+    assert len(green) and np.abs(green.mean(0) - [35.0, 50.0]).max() <= 1.0  # (y, x) of the marker
+    # Drawing of one's own goes through the lazily made Axes, in the same coordinates.
+    v.output.ax.plot([0, 59], [39, 39], color=(0.0, 0.0, 1.0), linewidth=2)
+    again = v.output.get_image()
+    assert len(v.output.fig.axes) == 1
+    assert (again[-2:, :, 2] > 128).mean() > 0.5 and not (out[..., 2] > 128).any()
