@@ -140,14 +140,12 @@ def torchvision_subject(name: str, model: torch.nn.Module, rgb: torch.Tensor) ->
 
 
 def build_subject(key: str, *, height: int, width: int, detections: int = 100) -> Subject:
-    """``key`` is ``"<library>:<pair>"``, e.g. ``"workbench:mask_rcnn"``, or ``"embedded"``.
+    """``key`` is ``"<library>:<pair>"``, e.g. ``"workbench:mask_rcnn"``.
 
     Libraries: "workbench", "torchvision", and "workbench-unopt" (workbench with every inference
     optimisation of ``workbench.utils.perf`` off: the before/after baseline, same process).
     """
     rgb = make_image(height, width)
-    if key == "embedded":
-        return workbench_subject(key, build_workbench(EMBEDDED_CONFIG, detections=detections), rgb)
     lib, pair = key.split(":")
     if pair not in PAIRS:
         raise ValueError(f"Unknown model pair {pair!r} in {key!r}; expected one of {sorted(PAIRS)}")

@@ -126,10 +126,8 @@ def peak_memory(key: str, *, height: int, width: int, threads: int, detections: 
     """Runs :func:`_peak_memory_child` in a fresh interpreter and returns its report."""
     cmd = [sys.executable, "-m", "bench.run", "--peak-memory-child", key, "--height", str(height),
            "--width", str(width), "--threads", str(threads), "--detections", str(detections)]
-    env = dict(os.environ)
-    if key.startswith("workbench-unopt:"):
-        env["WORKBENCH_INFERENCE_OPT"] = "0"  # no folded weights are ever cached in it
-    proc = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, check=False, env=env)
+    # A "workbench-unopt" subject turns every optimisation off around each call itself.
+    proc = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"peak-memory subprocess for {key!r} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -222,16 +220,14 @@ def compare_pair(pair: str, *, height: int, width: int, repeats: int, warmup: in
     return res
 
 
-def embedded_latency(*, size: int, repeats: int, warmup: int, detections: int,
-                     flops: bool) -> Dict[str, Any]:
+def embedded_latency(*, size: int, repeats: int, warmup: int, flops: bool) -> Dict[str, Any]:
     """Median latency of the embedded model, as shipped, on one ``size`` x ``size`` image.
 
     The packaged weights (``model_zoo.get(..., trained=True)``) with their own test thresholds,
     called through ``DefaultPredictor`` (BGR uint8 in, resized, detections out: what a user
-    runs) on a held-out-style shapes image (seed not in any training split).
-    ``detections`` is not used: the trained model keeps what passes its threshold.
+    runs) on a held-out-style shapes image (seed not in any training split). The trained model
+    keeps what passes its own score threshold (no fixed detection count, unlike the pairs).
     """
-    del detections
     from workbench import model_zoo
     from workbench.data.datasets.shapes import generate_shapes_image
     from workbench.engine import DefaultPredictor
@@ -331,7 +327,7 @@ def run(*, height: int = 800, width: int = 1333, threads: int = 2, repeats: int 
         if verbose:
             print(f"embedded model at {embedded_size}x{embedded_size} ...", flush=True)
         result["embedded"] = embedded_latency(size=embedded_size, repeats=repeats, warmup=warmup,
-                                              detections=detections, flops="flops" in parts)
+                                              flops="flops" in parts)
     if "inspect" in parts:
         from bench import inspect_bench
 
