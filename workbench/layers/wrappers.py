@@ -7,7 +7,6 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.modules import module as _module
 
 from workbench.utils import perf
 
@@ -164,14 +163,9 @@ def _fold_allowed(conv: Conv2d, x: torch.Tensor) -> bool:
         return False  # autograd must see the conv and the norm as they are
     norm = conv.norm
     # Hooks on the norm (e.g. "res2.0.conv1.norm") must see the conv output and run: no folding.
-    if norm._forward_hooks or norm._forward_pre_hooks or _global_module_hooks():
+    if norm._forward_hooks or norm._forward_pre_hooks or perf.global_module_hooks():
         return False
     return True
-
-
-def _global_module_hooks() -> bool:
-    return bool(getattr(_module, "_global_forward_hooks", None) or
-                getattr(_module, "_global_forward_pre_hooks", None))
 
 
 def _onednn_safe_conv(conv: Conv2d) -> bool:

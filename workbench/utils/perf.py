@@ -186,6 +186,14 @@ def _plain_eager() -> bool:
     return True
 
 
+def global_module_hooks() -> bool:
+    """True while a global module hook (``torch.nn.modules.module.register_module_forward_hook``
+    or its pre-hook twin) is registered: it must see every module run as written, unfused."""
+    from torch.nn.modules import module as _m
+
+    return bool(getattr(_m, "_global_forward_hooks", None) or getattr(_m, "_global_forward_pre_hooks", None))
+
+
 # -- oneDNN blocked layout -------------------------------------------------------------------
 
 # Module types whose forward runs unchanged on blocked (mkldnn) tensors, with an optional extra
@@ -243,11 +251,7 @@ def enter_onednn(module: torch.nn.Module, x: torch.Tensor):
             or torch.is_grad_enabled() or x.dim() != 4 or x.dtype != torch.float32
             or x.device.type != "cpu" or x.is_mkldnn or x.numel() == 0 or not _plain_eager()):
         return x, False
-    from torch.nn.modules import module as _m
-
-    if getattr(_m, "_global_forward_hooks", None) or getattr(_m, "_global_forward_pre_hooks", None):
-        return x, False
-    if not _onednn_safe_tree(module):
+    if global_module_hooks() or not _onednn_safe_tree(module):
         return x, False
     return x.to_mkldnn(), True
 
