@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from workbench.checkpoint import DetectionCheckpointer
 from workbench.config import CfgNode
 from workbench.data import build_detection_test_loader, build_detection_train_loader
-from workbench.data import transforms as T
+from workbench.data.test_time import INPUT_FORMATS, InferenceInputs
 from workbench.evaluation import DatasetEvaluator, inference_on_dataset, print_csv_format, verify_results
 from workbench.modeling import build_model
 from workbench.solver import build_lr_scheduler, build_optimizer
@@ -42,7 +42,7 @@ __all__ = [
     "default_setup", "default_writers",
 ]
 
-_FORMATS = ("BGR", "RGB", "L")
+_FORMATS = INPUT_FORMATS
 
 
 class DefaultPredictor:
@@ -82,12 +82,20 @@ class DefaultPredictor:
             raise ValueError(
                 f"DefaultPredictor supports cfg.INPUT.FORMAT in {_FORMATS}, got {self.input_format!r}."
             )
+        # The test-time inputs, shared with workbench.inspect.trace (the pass that was scored).
+        self.inputs = InferenceInputs(self.cfg)
         self.model = build_model(self.cfg)
         self.model.eval()
         DetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
-        self.aug = T.ResizeShortestEdge(
-            [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST], self.cfg.INPUT.MAX_SIZE_TEST
-        )
+
+    @property
+    def aug(self):
+        """The test-time resize (``ResizeShortestEdge``), shared with :attr:`inputs`."""
+        return self.inputs.aug
+
+    @aug.setter
+    def aug(self, value) -> None:
+        self.inputs.aug = value
 
     def __call__(self, original_image: Union[np.ndarray, Sequence[np.ndarray]]
                  ) -> Union[Dict[str, Any], List[Dict[str, Any]]]:
@@ -132,39 +140,7 @@ class DefaultPredictor:
 
     def _prepare(self, image: np.ndarray, index: int = 0) -> Dict[str, Any]:
         """(H, W, 3) uint8 BGR -> {"image": (C, H', W') float32 tensor, "height": H, "width": W}."""
-        self._check_image(image, index)
-        height, width = image.shape[:2]
-        if self.input_format == "RGB":
-            image = image[:, :, ::-1]
-        elif self.input_format == "L":
-            # PIL's ITU-R 601-2 luma, as detectron2's read_image(format="L").
-            rgb = np.ascontiguousarray(image[:, :, ::-1])
-            image = np.asarray(Image.fromarray(rgb).convert("L"))[:, :, None]
-        image = self.aug.get_transform(image).apply_image(image)
-        # (H', W', C) -> (C, H', W')
-        tensor = torch.as_tensor(np.ascontiguousarray(image.astype("float32").transpose(2, 0, 1)))
-        return {"image": tensor, "height": height, "width": width}
-
-    @staticmethod
-    def _check_image(image: Any, index: int) -> None:
-        where = "image" if index == 0 else f"image {index}"
-        if not isinstance(image, np.ndarray):
-            raise TypeError(
-                f"Expected {where} to be an (H, W, 3) uint8 numpy array in BGR order, got "
-                f"{type(image).__name__}."
-            )
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(
-                f"Expected {where} of shape (H, W, 3) in BGR order, got {image.shape}"
-                + (" (a grayscale image? stack it to 3 channels)" if image.ndim == 2 else "") + "."
-            )
-        if image.shape[0] == 0 or image.shape[1] == 0:
-            raise ValueError(f"Expected {where} to be non-empty, got shape {image.shape}.")
-        if image.dtype != np.uint8:
-            raise TypeError(
-                f"Expected {where} with dtype uint8 (0..255), got {image.dtype}. Convert floats "
-                "in [0, 1] with (img * 255).round().astype(np.uint8)."
-            )
+        return self.inputs.from_image(image, index)
 
 
 def _inference_context():

@@ -266,6 +266,9 @@ def _batch_arrays(model: nn.Module, batch: List[Dict[str, Any]], features: Seque
     with torch.no_grad():
         if need_heads:  # the mask / keypoint heads write nothing here: not run
             tr = wi.trace(model, batch, detections_only=True)
+            if not any("instances" in o or "proposals" in o for o in tr.outputs):
+                raise ValueError(f"{type(model).__name__} gives no detections; extract "
+                                 "'fpn_pooled' or 'fpn'.")
             pre, feats = tr.preprocess, tr.backbone
         else:
             pre = wi.stages.preprocess(model, batch)
@@ -374,10 +377,6 @@ def extract(model: nn.Module, source: Union[str, os.PathLike, Sequence[ImageReco
         raise ValueError(f"input_format must be 'BGR', 'RGB' or 'L', got {input_format!r}.")
     if model.training:
         raise RuntimeError("extract() needs model.eval().")
-    from workbench.inspect.stages import architecture
-
-    if architecture(model) == "semantic" and ("detections" in features or "det_logits" in features):
-        raise ValueError("A SemanticSegmentor has no detections; extract 'fpn_pooled' or 'fpn'.")
     dtype = np.dtype(float_dtype)
     records = list(source) if isinstance(source, (list, tuple)) else list_images(source, image_root)
     out = Path(out_dir)

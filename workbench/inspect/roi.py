@@ -2,8 +2,8 @@
 
 Boxes are given in original-image pixels by default (the "height" x "width" the outputs are
 in) and mapped through the resize into the network's input pixels before pooling, so a box
-drawn on the photo pools the region the model sees there. Pooling uses the model's own
-``ROIPooler`` (and so its level rule: ``canonical_box_size`` / ``canonical_level``).
+drawn on the photo pools the region the model sees there. The boxes run through the model's own
+ROI heads (so its pooler's level rule, its box head), and the stage records are read.
 
 Shape legend: Mi boxes of image i, M = sum Mi; C, P channels and side of the pooled features;
 D box-head width; K classes.
@@ -18,8 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from workbench.modeling.poolers import ROIPooler
-from workbench.modeling.roi_heads.roi_heads import Res5ROIHeads
-from workbench.structures import Boxes
+from workbench.structures import Boxes, Instances
 
 from . import stages as S
 from .hooks import describe
@@ -54,37 +53,37 @@ class RoiFeatures:
         return "RoiFeatures(" + ", ".join(parts) + ")"
 
 
-def _pooler_and_features(model: nn.Module, pooler: Union[str, ROIPooler],
-                         in_features: Optional[Sequence[str]]):
-    if isinstance(pooler, ROIPooler):
-        if not in_features:
-            raise ValueError("A custom ROIPooler needs in_features= (the feature names it pools from).")
-        return pooler, list(in_features)
-    heads = getattr(model, "roi_heads", None)
-    if heads is None:
-        raise ValueError(f"{type(model).__name__} has no ROI heads; pass your own pooler=ROIPooler(...) "
-                         "and in_features=[...].")
-    if pooler == "box":
-        if isinstance(heads, Res5ROIHeads):
-            return heads.pooler, list(heads.in_features)
-        return heads.box_pooler, list(heads.box_in_features)
-    if pooler in ("mask", "keypoint"):
-        if not getattr(heads, f"{pooler}_on", False):
-            raise ValueError(f"The model has no {pooler} head.")
-        if isinstance(heads, Res5ROIHeads):
-            return heads.pooler, list(heads.in_features)
-        p = getattr(heads, f"{pooler}_pooler")
-        if p is None:
-            raise ValueError(f"The model's {pooler} head takes whole feature maps (no pooler).")
-        return p, list(getattr(heads, f"{pooler}_in_features"))
-    raise ValueError(f"pooler must be 'box', 'mask', 'keypoint' or an ROIPooler, got {pooler!r}.")
+def _input_boxes(boxes, pre: S.Preprocessed, coords: str) -> List[Tensor]:
+    if isinstance(boxes, Tensor):
+        boxes = [boxes]
+    if len(boxes) != len(pre):
+        raise ValueError(f"Expected one box tensor per image ({len(pre)}), got {len(boxes)}.")
+    if coords not in ("original", "input"):
+        raise ValueError(f"coords must be 'original' or 'input', got {coords!r}.")
+    like = pre.images.tensor
+    out = []
+    for i, b in enumerate(boxes):
+        b = torch.as_tensor(b, device=like.device).to(torch.float32)
+        if b.dim() != 2 or b.shape[1] != 4:
+            raise ValueError(f"Expected boxes[{i}] of shape (M, 4) XYXY, got {tuple(b.shape)}.")
+        bad = (~torch.isfinite(b).all(dim=1)) | (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+        if bool(bad.any()):
+            j = int(bad.nonzero()[0, 0])
+            raise ValueError(f"boxes[{i}][{j}] = {b[j].tolist()} is not a finite XYXY box with "
+                             "x1 >= x0 and y1 >= y0.")
+        out.append(pre.to_input(b, i) if coords == "original" else b.clone())
+    return out
 
 
 def roi_features(model: nn.Module, source: Union[Trace, List[Dict[str, Any]]],
                  boxes: Union[Tensor, Sequence[Tensor]], *, coords: str = "original",
                  pooler: Union[str, ROIPooler] = "box", in_features: Optional[Sequence[str]] = None,
                  head: bool = True, stage: int = -1) -> RoiFeatures:
-    """Pool features for given boxes and (optionally) run the box head on them.
+    """Pooled features (and box-head embeddings) of given boxes, computed by the model itself.
+
+    The boxes go to the model's ROI heads as proposals ("box") or as detections ("mask",
+    "keypoint"), and what their records hold is returned: the model's own pooler (its level
+    rule), box head and predictor, whatever they are.
 
     Example::
 
@@ -98,10 +97,11 @@ def roi_features(model: nn.Module, source: Union[Trace, List[Dict[str, Any]]],
         boxes: per image a (Mi, 4) XYXY tensor; a single tensor for a single image.
         coords: "original" (pixels of "height" x "width", the outputs' frame) or "input"
             (pixels of the resized image the network sees).
-        pooler: "box", "mask", "keypoint" (the model's poolers) or your own ``ROIPooler``
+        pooler: "box", "mask", "keypoint" (the model's heads) or your own ``ROIPooler``
             (with ``in_features``), e.g. for a RetinaNet.
-        head: run the box head (and predictor) on the pooled features ("box" pooler only).
-        stage: which cascade stage's box head to use.
+        head: return the box head's embeddings and logits ("box" only).
+        stage: which pass of the box branch to read (a cascade: stage 0 pools your boxes,
+            later stages the boxes the stages before refined, as the model does).
     """
     if isinstance(source, Trace):
         pre, feats = source.preprocess, source.backbone
@@ -109,36 +109,38 @@ def roi_features(model: nn.Module, source: Union[Trace, List[Dict[str, Any]]],
         with torch.no_grad():
             pre = S.preprocess(model, source)
             feats = S.backbone(model, pre)
-    if isinstance(boxes, Tensor):
-        boxes = [boxes]
-    if len(boxes) != len(pre):
-        raise ValueError(f"Expected one box tensor per image ({len(pre)}), got {len(boxes)}.")
-    if coords not in ("original", "input"):
-        raise ValueError(f"coords must be 'original' or 'input', got {coords!r}.")
-    like = pre.images.tensor
-    input_boxes = []
-    for i, b in enumerate(boxes):
-        b = torch.as_tensor(b, dtype=like.dtype, device=like.device)
-        if b.dim() != 2 or b.shape[1] != 4:
-            raise ValueError(f"Expected boxes[{i}] of shape (M, 4) XYXY, got {tuple(b.shape)}.")
-        input_boxes.append(pre.to_input(b, i) if coords == "original" else b.clone())
-    pool, names = _pooler_and_features(model, pooler, in_features)
+    input_boxes = _input_boxes(boxes, pre, coords)
     box_lists = [Boxes(b) for b in input_boxes]
     with torch.no_grad():
-        pooled = pool([feats.features[f] for f in names], box_lists)
-        level = S._pooler_levels(pool, box_lists)
-        embeddings = logits = None
-        if head and pooler == "box":
-            heads = model.roi_heads
-            if isinstance(heads, Res5ROIHeads):
-                embeddings = heads.res5(pooled).mean(dim=[2, 3])
-                predictor = heads.box_predictor
-            elif isinstance(heads.box_head, nn.ModuleList):  # cascade
-                embeddings = heads.box_head[stage](pooled)
-                predictor = heads.box_predictor[stage]
-            else:
-                embeddings = heads.box_head(pooled)
-                predictor = heads.box_predictor
-            logits, _ = predictor(embeddings)
-    return RoiFeatures(boxes=input_boxes, pooled=pooled, level=level, embeddings=embeddings,
-                       logits=logits)
+        if isinstance(pooler, ROIPooler):
+            if not in_features:
+                raise ValueError("A custom ROIPooler needs in_features= (the feature names it "
+                                 "pools from).")
+            pooled = pooler([feats.features[f] for f in in_features], box_lists)
+            return RoiFeatures(boxes=input_boxes, pooled=pooled, level=pooler.level_of(box_lists),
+                               embeddings=None, logits=None)
+        if getattr(model, "roi_heads", None) is None:
+            raise ValueError(f"{type(model).__name__} has no ROI heads; pass your own "
+                             "pooler=ROIPooler(...) and in_features=[...].")
+        if pooler == "box":
+            props = [Instances(size,
+                               proposal_boxes=b, objectness_logits=torch.zeros(len(b), device=b.device))
+                     for b, size in zip(box_lists, pre.image_sizes)]
+            box = S.box_head(model, pre, feats, props)
+            st = box.stages[stage]
+            return RoiFeatures(boxes=[p.proposal_boxes.tensor for p in st.proposals],
+                               pooled=st.pooled, level=st.pooler_level,
+                               embeddings=st.embeddings if head else None,
+                               logits=st.logits if head else None)
+        if pooler in ("mask", "keypoint"):
+            dets = [Instances(size, pred_boxes=b,
+                              pred_classes=torch.zeros(len(b), dtype=torch.int64, device=b.device))
+                    for b, size in zip(box_lists, pre.image_sizes)]
+            rec = getattr(S.given_boxes(model, feats, dets), pooler)
+            if rec is None:
+                raise ValueError(f"The model has no {pooler} head.")
+            if rec.pool is None:
+                raise ValueError(f"The model's {pooler} head takes whole feature maps (no pooler).")
+            return RoiFeatures(boxes=input_boxes, pooled=rec.pooled, level=None,
+                               embeddings=None, logits=None)
+    raise ValueError(f"pooler must be 'box', 'mask', 'keypoint' or an ROIPooler, got {pooler!r}.")

@@ -188,10 +188,7 @@ class ROIPooler(nn.Module):
                 return _pool_in_threads(self.level_poolers[0], x[0], pooler_fmt_boxes)
             return self.level_poolers[0](x[0], pooler_fmt_boxes)
 
-        level_assignments = assign_boxes_to_levels(
-            box_lists, self.min_level, self.max_level, self.canonical_box_size,
-            self.canonical_level,
-        )  # (R,)
+        level_assignments = self.level_of(box_lists)  # (R,)
         if fast:
             output = self._pool_levels_into(x, pooler_fmt_boxes, level_assignments)
             if output is not None:
@@ -202,6 +199,16 @@ class ROIPooler(nn.Module):
             # Scatter back so that the output keeps the order of the boxes.
             output[inds] = pooler(x[level], pooler_fmt_boxes[inds])
         return output
+
+    def level_of(self, box_lists: List[Boxes]) -> Optional[torch.Tensor]:
+        """(R,) index of the feature map each box is pooled from; None with one map."""
+        if len(self.level_poolers) == 1:
+            return None
+        if sum(len(b) for b in box_lists) == 0:
+            device = box_lists[0].tensor.device if box_lists else None
+            return torch.zeros(0, dtype=torch.int64, device=device)
+        return assign_boxes_to_levels(box_lists, self.min_level, self.max_level,
+                                      self.canonical_box_size, self.canonical_level)
 
     def _pool_levels_into(self, x: List[torch.Tensor], pooler_fmt_boxes: torch.Tensor,
                           level_assignments: torch.Tensor) -> Optional[torch.Tensor]:

@@ -20,7 +20,8 @@ Boxes are XYXY in absolute pixels of the resized input image (``ImageList.image_
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from workbench.structures import Boxes, ImageList, Instances
 from workbench.utils.events import get_event_storage
 
 from ..backbone import Backbone
+from ..recording import SelectionSettings, put_record, run_stage
 from .postprocessing import detector_postprocess
 from .preprocess import PixelNormalizer, postprocess_per_image
 from .rcnn import _draw_box_outlines
@@ -56,6 +58,74 @@ def permute_to_N_HWA_K(tensor: Tensor, K: int) -> Tensor:
     tensor = tensor.view(N, -1, K, H, W)  # (N, A*K, Hi, Wi) -> (N, A, K, Hi, Wi)
     tensor = tensor.permute(0, 3, 4, 1, 2)  # (N, A, K, Hi, Wi) -> (N, Hi, Wi, A, K)
     return tensor.reshape(N, -1, K)  # (N, Hi, Wi, A, K) -> (N, Hi*Wi*A, K)
+
+
+@dataclass
+class DenseSelection:
+    """What a dense detector's inference did on one image, by index (Ci candidates, Di kept).
+
+    Attributes:
+        candidates: what NMS was run on: per level the ``topk_candidates`` best (anchor, class)
+            pairs above ``score_thresh``, decoded (``pred_boxes``, ``scores``, ``pred_classes``).
+        level, anchor_index: (Ci,) level and anchor row of each candidate (-1 if unknown).
+        nms_kept: (Ci,) bool, survived the class-wise NMS (before the top-k).
+        det_candidate: (Di,) candidate row of each detection.
+    """
+
+    candidates: Instances
+    level: Tensor
+    anchor_index: Tensor
+    nms_kept: Tensor
+    det_candidate: Tensor
+
+
+@dataclass
+class DenseRecord:
+    """Everything a RetinaNet-style detector computed (put by its ``forward_inference``).
+
+    Attributes:
+        in_features: the feature names of the L levels.
+        anchors: L ``Boxes`` of Hl*Wl*A anchors.
+        logits: L tensors (N, Hl*Wl*A, K) class logits (sigmoid gives the scores).
+        deltas: L tensors (N, Hl*Wl*A, 4).
+        head_features: L tensors (N, C, Hl, Wl), the classification tower's output (the last
+            hidden layer before the class scores); None if the head put none.
+        selections: per image, a :class:`DenseSelection` (None if the per-image inference
+            put none); read through ``candidates``, ``candidate_level``, ``candidate_anchor``,
+            ``nms_kept``, ``instances`` and ``det_candidate``.
+        settings: score_thresh, nms_thresh, topk and topk_candidates as used.
+    """
+
+    in_features: List[str]
+    anchors: List[Boxes]
+    logits: List[Tensor]
+    deltas: List[Tensor]
+    head_features: Optional[List[Tensor]]
+    selections: Optional[List[DenseSelection]]
+    instances: List[Instances]
+    settings: SelectionSettings
+
+    def _per_image(self, name: str) -> List[Any]:
+        if self.selections is None:
+            raise AttributeError(f"DenseRecord.{name}: the detector's per-image inference put no "
+                                 "selection record.")
+        return [getattr(s, name) for s in self.selections]
+
+    candidates = property(lambda self: self._per_image("candidates"))
+    candidate_level = property(lambda self: self._per_image("level"))
+    candidate_anchor = property(lambda self: self._per_image("anchor_index"))
+    nms_kept = property(lambda self: self._per_image("nms_kept"))
+    det_candidate = property(lambda self: self._per_image("det_candidate"))
+    score_thresh = property(lambda self: self.settings.values["score_thresh"])
+    nms_thresh = property(lambda self: self.settings.values["nms_thresh"])
+    topk = property(lambda self: self.settings.values["topk"])
+    topk_candidates = property(lambda self: self.settings.values["topk_candidates"])
+
+    def __repr__(self) -> str:
+        cand = "" if self.selections is None else f", candidates={[len(c) for c in self.candidates]}"
+        return (f"DenseRecord(levels={self.in_features}, anchors={[len(a) for a in self.anchors]}, "
+                f"logits={[tuple(x.shape) for x in self.logits]}{cand}, "
+                f"detections={[len(i) for i in self.instances]})")
 
 
 class DenseDetector(PixelNormalizer, nn.Module):
@@ -107,10 +177,13 @@ class DenseDetector(PixelNormalizer, nn.Module):
                 format's channel order), "instances" (ground truth, training only) and optionally
                 "height"/"width" (output size at inference).
         """
-        images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
+        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs))
+        features = run_stage("backbone", lambda: self.backbone(images.tensor))
         features = [features[f] for f in self.head_in_features]
-        predictions = self.head(features)
+        if self.training:
+            predictions = self.head(features)
+        else:
+            predictions = run_stage("dense_head", lambda: self.head(features))
 
         if self.training:
             if "instances" not in batched_inputs[0]:
@@ -193,6 +266,7 @@ class DenseDetector(PixelNormalizer, nn.Module):
         topk_idxs = topk_idxs[idxs]
         anchor_idxs, classes_idxs = topk_idxs.unbind(dim=1)
 
+        put_record("dense_level_anchors", anchor_idxs)  # kept only under a stage recorder
         pred_boxes = self.box2box_transform.apply_deltas(
             pred_deltas[anchor_idxs], anchors.tensor[anchor_idxs]
         )

@@ -25,8 +25,10 @@ from torch import Tensor, nn
 from workbench.config import configurable
 from workbench.structures import Instances
 
+from ..recording import run_stage
 from .build import META_ARCH_REGISTRY
 from .postprocessing import detector_postprocess, sem_seg_postprocess
+from .preprocess import postprocess_per_image
 from .rcnn import GeneralizedRCNN
 from .semantic_seg import _pad_sem_seg_targets, build_sem_seg_head
 from workbench.utils.events import get_event_storage
@@ -155,11 +157,13 @@ class PanopticFPN(GeneralizedRCNN):
                 "PanopticFPN.inference's second argument is detected_instances; pass "
                 "do_postprocess by keyword."
             )
-        images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
-        sem_seg_results, _ = self.sem_seg_head(features, None)  # (N, C, Hp, Wp)
+        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs))
+        features = run_stage("backbone", lambda: self.backbone(images.tensor))
+        # (N, C, Hp, Wp); None when a trace skips it (detections only)
+        sem_seg_results = run_stage("sem_seg_head", lambda: self.sem_seg_head(features, None)[0],
+                                    skipped=None)
         if detected_instances is None:
-            proposals, _ = self.proposal_generator(images, features, None)
+            proposals = run_stage("proposals", lambda: self.propose(images, features, batched_inputs))
             detector_results, _ = self.roi_heads(images, features, proposals, None)
         else:
             detected_instances = [x.to(self.device) for x in detected_instances]
@@ -169,6 +173,8 @@ class PanopticFPN(GeneralizedRCNN):
             return detector_results, sem_seg_results
 
         processed_results = []
+        if sem_seg_results is None:  # a trace of the detections only skipped the semantic head
+            return postprocess_per_image(detector_results, batched_inputs, images.image_sizes)
         for sem_seg_result, detector_result, input_per_image, image_size in zip(
             sem_seg_results, detector_results, batched_inputs, images.image_sizes
         ):

@@ -6,14 +6,34 @@ Boxes are Tensor[N, 4] XYXY in absolute pixels of the image the network saw
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Tuple, Union
 
 import torch
 from torch.nn import functional as F
 
-from workbench.structures import Instances, ROIMasks
+from workbench.structures import Boxes, Instances, ROIMasks
 
-__all__ = ["detector_postprocess", "sem_seg_postprocess"]
+from ..recording import active_recorder
+
+__all__ = ["detector_postprocess", "sem_seg_postprocess", "PostprocessRecord"]
+
+
+@dataclass
+class PostprocessRecord:
+    """One ``detector_postprocess`` call: which rows of ``source`` became ``output``.
+
+    Attributes:
+        source: the Instances at the network's input resolution that were given.
+        output: the Instances returned (rescaled; empty boxes dropped).
+        rows: (Oi,) row of ``source`` of each row of ``output``.
+        scale: (sx, sy), output pixels per input pixel.
+    """
+
+    source: Instances
+    output: Instances
+    rows: torch.Tensor
+    scale: Tuple[float, float]
 
 
 def detector_postprocess(results: Instances, output_height: Union[int, torch.Tensor],
@@ -40,6 +60,7 @@ def detector_postprocess(results: Instances, output_height: Union[int, torch.Ten
 
     scale_x = output_width_tmp / results.image_size[1]
     scale_y = output_height_tmp / results.image_size[0]
+    source = results
     results = Instances(new_size, **results.get_fields())
 
     if results.has("pred_boxes"):
@@ -51,9 +72,16 @@ def detector_postprocess(results: Instances, output_height: Union[int, torch.Ten
             "detector_postprocess expects Instances with 'pred_boxes' or 'proposal_boxes'; got "
             f"fields {list(results.get_fields())}."
         )
+    rec = active_recorder()
+    if rec is not None:
+        # detectron2 scales the given Instances' boxes in place (they share the Boxes); under a
+        # recorder the source keeps its input-pixel boxes, the output gets the same values.
+        output_boxes = Boxes(output_boxes.tensor.clone())
+        results.set("pred_boxes" if results.has("pred_boxes") else "proposal_boxes", output_boxes)
     output_boxes.scale(scale_x, scale_y)
     output_boxes.clip(results.image_size)
-    results = results[output_boxes.nonempty()]
+    nonempty = output_boxes.nonempty()
+    results = results[nonempty]
 
     if results.has("pred_masks"):
         if isinstance(results.pred_masks, ROIMasks):
@@ -68,6 +96,9 @@ def detector_postprocess(results: Instances, output_height: Union[int, torch.Ten
     if results.has("pred_keypoints"):
         results.pred_keypoints[:, :, 0] *= scale_x
         results.pred_keypoints[:, :, 1] *= scale_y
+    if rec is not None:
+        rec.put("postprocess", PostprocessRecord(source, results, nonempty.nonzero()[:, 0],
+                                                 (float(scale_x), float(scale_y))))
     return results
 
 

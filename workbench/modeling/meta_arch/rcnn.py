@@ -25,6 +25,7 @@ from workbench.utils.events import get_event_storage
 
 from ..backbone import Backbone, build_backbone
 from ..proposal_generator import build_proposal_generator
+from ..recording import run_stage
 from ..roi_heads import build_roi_heads
 from .build import META_ARCH_REGISTRY
 from .preprocess import PixelNormalizer, check_batched_inputs, postprocess_per_image
@@ -165,14 +166,12 @@ class GeneralizedRCNN(PixelNormalizer, nn.Module):
         """
         if self.training:
             raise RuntimeError("inference() needs model.eval(); the model is in training mode.")
-        images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
+        # Stage points (workbench.modeling.recording): a trace records them and may resume here.
+        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs))
+        features = run_stage("backbone", lambda: self.backbone(images.tensor))
 
         if detected_instances is None:
-            if self.proposal_generator is not None:
-                proposals, _ = self.proposal_generator(images, features, None)
-            else:
-                proposals = self._given_proposals(batched_inputs)
+            proposals = run_stage("proposals", lambda: self.propose(images, features, batched_inputs))
             results, _ = self.roi_heads(images, features, proposals, None)
         else:
             detected_instances = [x.to(self.device) for x in detected_instances]
@@ -181,6 +180,15 @@ class GeneralizedRCNN(PixelNormalizer, nn.Module):
         if do_postprocess:
             return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
         return results
+
+    def propose(self, images, features: Dict[str, torch.Tensor],
+                batched_inputs: List[Dict]) -> List[Instances]:
+        """The proposals of an inference: the proposal generator's, or the inputs' own
+        ``"proposals"`` when the model has none (``PrecomputedProposals``)."""
+        if self.proposal_generator is not None:
+            proposals, _ = self.proposal_generator(images, features, None)
+            return proposals
+        return self._given_proposals(batched_inputs)
 
     @staticmethod
     def _postprocess(instances: List[Instances], batched_inputs: List[Dict],
@@ -217,8 +225,8 @@ class ProposalNetwork(PixelNormalizer, nn.Module):
     def forward(self, batched_inputs: List[Dict]):
         if self.training:
             get_event_storage()
-        images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
+        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs))
+        features = run_stage("backbone", lambda: self.backbone(images.tensor))
 
         if "instances" in batched_inputs[0]:
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]

@@ -38,7 +38,8 @@ from ..backbone import Backbone, build_backbone
 from ..box_regression import Box2BoxTransform, _dense_box_regression_loss
 from ..matcher import Matcher
 from .build import META_ARCH_REGISTRY
-from .dense_detector import DenseDetector
+from ..recording import SelectionSettings, active_recorder, put_record
+from .dense_detector import DenseDetector, DenseRecord, DenseSelection
 
 __all__ = ["RetinaNet", "RetinaNetHead"]
 
@@ -261,6 +262,8 @@ class RetinaNet(DenseDetector):
         )
         anchors = self.anchor_generator(features)
         results: List[Instances] = []
+        rec = active_recorder()
+        mark = rec.mark() if rec is not None else 0
         for img_idx, image_size in enumerate(images.image_sizes):
             # detectron2 uses the in-place sigmoid_() here; the out-of-place one gives the same
             # numbers and leaves the head's outputs untouched.
@@ -268,7 +271,24 @@ class RetinaNet(DenseDetector):
             deltas_per_image = [x[img_idx] for x in pred_anchor_deltas]  # L x (Hi*Wi*A, 4)
             results.append(self.inference_single_image(anchors, scores_per_image, deltas_per_image,
                                                        image_size))
+        if rec is not None:
+            selections = rec.since(mark, "dense_selection")
+            tower = rec.last("dense_head_features")
+            rec.put("dense", DenseRecord(
+                in_features=list(self.head_in_features), anchors=anchors, logits=pred_logits,
+                deltas=pred_anchor_deltas, head_features=tower,
+                selections=selections if len(selections) == len(results) else None,
+                instances=results, settings=self._test_settings()))
         return results
+
+    def _test_settings(self) -> SelectionSettings:
+        return SelectionSettings(
+            values={"score_thresh": self.test_score_thresh, "nms_thresh": self.test_nms_thresh,
+                    "topk": self.max_detections_per_image,
+                    "topk_candidates": self.test_topk_candidates},
+            owner=self,
+            attrs={"score_thresh": "test_score_thresh", "nms_thresh": "test_nms_thresh",
+                   "topk": "max_detections_per_image", "topk_candidates": "test_topk_candidates"})
 
     def inference_single_image(self, anchors: List[Boxes], box_cls: List[Tensor],
                                box_delta: List[Tensor], image_size: Tuple[int, int]) -> Instances:
@@ -280,11 +300,26 @@ class RetinaNet(DenseDetector):
             box_delta: L tensors (Hi*Wi*A, 4).
             image_size: (height, width) of the resized input image.
         """
+        rec = active_recorder()
+        mark = rec.mark() if rec is not None else 0
         pred = self._decode_multi_level_predictions(
             anchors, box_cls, box_delta, self.test_score_thresh, self.test_topk_candidates, image_size
         )
         keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
-        return pred[keep[: self.max_detections_per_image]]
+        det = keep[: self.max_detections_per_image]
+        if rec is not None:
+            rows = rec.since(mark, "dense_level_anchors")  # one per level, in level order
+            device = pred.scores.device
+            if len(rows) == len(anchors) and sum(len(r) for r in rows) == len(pred):
+                level = torch.cat([torch.full((len(r),), i, dtype=torch.int64, device=device)
+                                   for i, r in enumerate(rows)])
+                anchor = torch.cat(rows)
+            else:  # a custom decoding: unknown
+                level = anchor = torch.full((len(pred),), -1, dtype=torch.int64, device=device)
+            kept = torch.zeros(len(pred), dtype=torch.bool, device=device)
+            kept[keep] = True
+            rec.put("dense_selection", DenseSelection(pred, level, anchor, kept, det))
+        return pred[det]
 
 
 class RetinaNetHead(nn.Module):
@@ -387,8 +422,11 @@ class RetinaNetHead(nn.Module):
             raise ValueError(
                 f"RetinaNetHead was built for {self._num_features} levels, got {len(features)}."
             )
-        logits, bbox_reg = [], []
+        logits, bbox_reg, tower = [], [], []
         for feature in features:
-            logits.append(self.cls_score(self.cls_subnet(feature)))
+            cls_features = self.cls_subnet(feature)
+            tower.append(cls_features)
+            logits.append(self.cls_score(cls_features))
             bbox_reg.append(self.bbox_pred(self.bbox_subnet(feature)))
+        put_record("dense_head_features", tower)  # kept only under a stage recorder
         return logits, bbox_reg

@@ -26,6 +26,7 @@ from workbench.structures import ImageList
 from workbench.utils.registry import Registry
 
 from ..backbone import Backbone, build_backbone
+from ..recording import run_stage
 from .build import META_ARCH_REGISTRY
 from .postprocessing import sem_seg_postprocess
 from .preprocess import PixelNormalizer
@@ -104,8 +105,8 @@ class SemanticSegmentor(PixelNormalizer, nn.Module):
             batched_inputs: one dict per image with "image" ((C_in, H, W), 0-255), "sem_seg"
                 ((H, W) long class ids; needed in training) and optionally "height"/"width".
         """
-        images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
+        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs))
+        features = run_stage("backbone", lambda: self.backbone(images.tensor))
 
         if "sem_seg" in batched_inputs[0]:
             targets = _pad_sem_seg_targets(batched_inputs, self.pixel_mean, self.backbone,
@@ -114,10 +115,9 @@ class SemanticSegmentor(PixelNormalizer, nn.Module):
             if self.training:
                 raise KeyError("Training a SemanticSegmentor needs a 'sem_seg' key in every input dict.")
             targets = None
-        results, losses = self.sem_seg_head(features, targets)
-
         if self.training:
-            return losses
+            return self.sem_seg_head(features, targets)[1]
+        results = run_stage("sem_seg_head", lambda: self.sem_seg_head(features, targets)[0])
 
         processed_results = []
         for result, input_per_image, image_size in zip(results, batched_inputs, images.image_sizes):

@@ -13,6 +13,7 @@ Semantics follow detectron2 0.6 (``detectron2/modeling/proposal_generator/propos
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import List, Sequence, Tuple, Union
 
 import torch
@@ -20,8 +21,25 @@ import torch
 from workbench.layers import batched_nms, cat
 from workbench.structures import Boxes, Instances
 
-__all__ = ["find_top_rpn_proposals", "add_ground_truth_to_proposals",
+__all__ = ["find_top_rpn_proposals", "ProposalSelection", "add_ground_truth_to_proposals",
            "add_ground_truth_to_proposals_single_image"]
+
+
+@dataclass
+class ProposalSelection:
+    """What :func:`find_top_rpn_proposals` did on one image, by index (Ci candidates, Ri kept).
+
+    Attributes:
+        candidates: what NMS was run on: the per-level top-k, finite, clipped and large enough.
+            Fields ``proposal_boxes``, ``objectness_logits``, ``level`` (index into the levels)
+            and ``anchor_index`` (row in that level's anchors / predictions, order (y, x, a)).
+        proposal_candidate: (Ri,) row of ``candidates`` each proposal is.
+        nms_kept: (Ci,) bool, the candidate survived NMS (before the post-NMS top-k).
+    """
+
+    candidates: Instances
+    proposal_candidate: torch.Tensor
+    nms_kept: torch.Tensor
 
 
 def find_top_rpn_proposals(
@@ -33,7 +51,9 @@ def find_top_rpn_proposals(
     post_nms_topk: int,
     min_box_size: float,
     training: bool,
-) -> List[Instances]:
+    *,
+    return_selection: bool = False,
+) -> Union[List[Instances], Tuple[List[Instances], List[ProposalSelection]]]:
     """Keep the best proposals of each image.
 
     Steps: (1) on each level, the ``pre_nms_topk`` highest-scoring candidates of each image;
@@ -51,10 +71,13 @@ def find_top_rpn_proposals(
         post_nms_topk: proposals kept per image after NMS (over all levels).
         min_box_size: boxes whose width or height is not larger than this are dropped.
         training: in training, non-finite predictions raise instead of being dropped.
+        return_selection: also return, per image, a :class:`ProposalSelection`: which anchor
+            every candidate and proposal is, and what NMS kept (exact indices, no search).
 
     Returns:
         N ``Instances`` with ``proposal_boxes`` (``Boxes``) and ``objectness_logits``
-        (Tensor), sorted by decreasing objectness.
+        (Tensor), sorted by decreasing objectness; with ``return_selection``, also the N
+        selections.
 
     Raises:
         FloatingPointError: in training, if a box or score is Inf/NaN.
@@ -71,6 +94,7 @@ def find_top_rpn_proposals(
     topk_scores = []  # L tensors of shape (N, K)
     topk_proposals = []  # L tensors of shape (N, K, 4)
     level_ids = []  # L tensors of shape (K,)
+    anchor_ids = []  # L tensors of shape (N, K): row of each candidate in its level
     batch_idx = torch.arange(num_images, device=device)
     for level_id, (proposals_i, logits_i) in enumerate(zip(proposals, pred_objectness_logits)):
         if logits_i.dim() != 2 or proposals_i.shape[:2] != logits_i.shape:
@@ -87,6 +111,7 @@ def find_top_rpn_proposals(
 
         topk_proposals.append(topk_proposals_i)
         topk_scores.append(topk_scores_i)
+        anchor_ids.append(topk_idx)
         level_ids.append(
             torch.full((num_proposals_i,), level_id, dtype=torch.int64, device=device)
         )
@@ -95,13 +120,16 @@ def find_top_rpn_proposals(
     topk_scores = cat(topk_scores, dim=1)  # L x (N, K) -> (N, sum K)
     topk_proposals = cat(topk_proposals, dim=1)  # L x (N, K, 4) -> (N, sum K, 4)
     level_ids = cat(level_ids, dim=0)  # L x (K,) -> (sum K,)
+    anchor_ids = cat(anchor_ids, dim=1)  # L x (N, K) -> (N, sum K)
 
     # 3. Per image: filter, clip, NMS within each level, top-k.
     results: List[Instances] = []
+    selections: List[ProposalSelection] = []
     for n, image_size in enumerate(image_sizes):
         boxes = Boxes(topk_proposals[n])
         scores_per_img = topk_scores[n]
         lvl = level_ids
+        anchor = anchor_ids[n]
 
         valid_mask = torch.isfinite(boxes.tensor).all(dim=1) & torch.isfinite(scores_per_img)
         if not valid_mask.all():
@@ -112,21 +140,29 @@ def find_top_rpn_proposals(
             boxes = boxes[valid_mask]
             scores_per_img = scores_per_img[valid_mask]
             lvl = lvl[valid_mask]
+            anchor = anchor[valid_mask]
         boxes.clip(image_size)
 
         # Drop empty (or too small) boxes.
         keep = boxes.nonempty(threshold=min_box_size)
         if keep.sum().item() != len(boxes):
             boxes, scores_per_img, lvl = boxes[keep], scores_per_img[keep], lvl[keep]
+            anchor = anchor[keep]
 
-        keep = batched_nms(boxes.tensor, scores_per_img, lvl, nms_thresh)
-        keep = keep[:post_nms_topk]  # already sorted by decreasing score
+        nms_keep = batched_nms(boxes.tensor, scores_per_img, lvl, nms_thresh)
+        keep = nms_keep[:post_nms_topk]  # already sorted by decreasing score
 
         res = Instances(image_size)
         res.proposal_boxes = boxes[keep]
         res.objectness_logits = scores_per_img[keep]
         results.append(res)
-    return results
+        if return_selection:
+            kept = torch.zeros(len(boxes), dtype=torch.bool, device=device)
+            kept[nms_keep] = True
+            candidates = Instances(image_size, proposal_boxes=boxes, objectness_logits=scores_per_img,
+                                   level=lvl, anchor_index=anchor)
+            selections.append(ProposalSelection(candidates, keep, kept))
+    return (results, selections) if return_selection else results
 
 
 def add_ground_truth_to_proposals(

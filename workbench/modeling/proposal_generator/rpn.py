@@ -39,9 +39,11 @@ from workbench.utils.registry import Registry
 from ..anchor_generator import build_anchor_generator
 from ..box_regression import Box2BoxTransform, _dense_box_regression_loss
 from ..matcher import Matcher
+from ..recording import SelectionSettings, active_recorder, run_stage
 from ..sampling import subsample_labels
 from .build import PROPOSAL_GENERATOR_REGISTRY
 from .proposal_utils import find_top_rpn_proposals
+from .rpn_record import RPNRecord, RPNSelectionRecord
 
 __all__ = ["RPN_HEAD_REGISTRY", "build_rpn_head", "StandardRPNHead", "RPN"]
 
@@ -427,7 +429,8 @@ class RPN(nn.Module):
         features = [features[f] for f in self.in_features]
         anchors = self.anchor_generator(features)
 
-        pred_objectness_logits, pred_anchor_deltas = self.rpn_head(features)
+        pred_objectness_logits, pred_anchor_deltas = run_stage(
+            "rpn_head", lambda: self.rpn_head(features))
         pred_objectness_logits = [
             # (N, A, Hi, Wi) -> (N, Hi, Wi, A) -> (N, Hi*Wi*A)
             score.permute(0, 2, 3, 1).flatten(1)
@@ -455,9 +458,21 @@ class RPN(nn.Module):
             )
         else:
             losses = {}
+        rec = active_recorder()
+        mark = rec.mark() if rec is not None else 0
         proposals = self.predict_proposals(
             anchors, pred_objectness_logits, pred_anchor_deltas, images.image_sizes
         )
+        if rec is not None:
+            selection = rec.since(mark, "rpn_selection")
+            selection = selection[-1] if selection else None
+            if selection is not None and not all(
+                    a is b for a, b in zip(selection.proposals, proposals)):
+                selection = None  # an override changed the proposals: their anchors are unknown
+            rec.put("rpn", RPNRecord(
+                in_features=list(self.in_features), anchors=anchors,
+                objectness=pred_objectness_logits, deltas=pred_anchor_deltas,
+                proposals=proposals, image_sizes=list(images.image_sizes), selection=selection))
         return proposals, losses
 
     def predict_proposals(
@@ -476,9 +491,10 @@ class RPN(nn.Module):
             N ``Instances`` with at most ``post_nms_topk`` proposals each, sorted by
             decreasing objectness.
         """
+        rec = active_recorder()
         with torch.no_grad():
             pred_proposals = self._decode_proposals(anchors, pred_anchor_deltas)
-            return find_top_rpn_proposals(
+            out = find_top_rpn_proposals(
                 pred_proposals,
                 pred_objectness_logits,
                 image_sizes,
@@ -487,7 +503,19 @@ class RPN(nn.Module):
                 self.post_nms_topk[self.training],
                 self.min_box_size,
                 self.training,
+                return_selection=rec is not None,
             )
+        if rec is None:
+            return out
+        proposals, selections = out
+        settings = SelectionSettings(
+            values={"nms_thresh": self.nms_thresh, "pre_nms_topk": self.pre_nms_topk[self.training],
+                    "topk": self.post_nms_topk[self.training], "min_box_size": self.min_box_size},
+            owner=self,
+            attrs={"nms_thresh": "nms_thresh", "pre_nms_topk": ("pre_nms_topk", self.training),
+                   "topk": ("post_nms_topk", self.training), "min_box_size": "min_box_size"})
+        rec.put("rpn_selection", RPNSelectionRecord(pred_proposals, selections, settings, proposals))
+        return proposals
 
     def _decode_proposals(self, anchors: List[Boxes],
                           pred_anchor_deltas: List[torch.Tensor]) -> List[torch.Tensor]:

@@ -36,7 +36,9 @@ from ..box_regression import Box2BoxTransform
 from ..matcher import Matcher
 from ..poolers import ROIPooler
 from .box_head import build_box_head
-from .fast_rcnn import FastRCNNOutputLayers, fast_rcnn_inference
+from ..recording import LazyPooled, active_recorder, run_stage
+from .fast_rcnn import FastRCNNOutputLayers
+from .records import BoxStage, put_box_record
 from .roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 
 __all__ = ["CascadeROIHeads"]
@@ -180,7 +182,9 @@ class CascadeROIHeads(StandardROIHeads):
             losses.update(self._forward_keypoint(features, proposals))
             return proposals, losses
         pred_instances = self._forward_box(features, proposals)
-        pred_instances = self.forward_with_given_boxes(features, pred_instances)
+        pred_instances = run_stage(
+            "given_boxes", lambda: self.forward_with_given_boxes(features, pred_instances),
+            skipped=pred_instances)
         return pred_instances, {}
 
     def _forward_box(
@@ -204,6 +208,8 @@ class CascadeROIHeads(StandardROIHeads):
         head_outputs = []  # (predictor, predictions, proposals) per stage
         prev_pred_boxes = None
         image_sizes = [x.image_size for x in proposals]
+        rec = None if self.training else active_recorder()
+        mark = rec.mark() if rec is not None else 0
         for k in range(self.num_cascade_stages):
             if k > 0:
                 # The boxes predicted by stage k-1 are the proposals of stage k.
@@ -233,14 +239,14 @@ class CascadeROIHeads(StandardROIHeads):
         ]
         predictor, predictions, last_proposals = head_outputs[-1]
         boxes = predictor.predict_boxes(predictions, last_proposals)  # N x (Ri, 4)
-        pred_instances, _ = fast_rcnn_inference(
-            boxes,
-            scores,
-            image_sizes,
-            predictor.test_score_thresh,
-            predictor.test_nms_thresh,
-            predictor.test_topk_per_image,
-        )
+        # fast_rcnn_inference with the last predictor's test settings
+        select_mark = rec.mark() if rec is not None else 0
+        pred_instances, _ = predictor.select(boxes, scores, image_sizes)
+        if rec is not None:
+            stages = rec.since(mark, "box_stage")
+            for stage, (p, pred, props), probs in zip(stages, head_outputs, scores_per_stage):
+                stage.boxes, stage.probs = list(p.predict_boxes(pred, props)), list(probs)
+            put_box_record(rec, stages, select_mark)
         return pred_instances
 
     @torch.no_grad()
@@ -293,8 +299,20 @@ class CascadeROIHeads(StandardROIHeads):
         # is the same thing.
         if self.training:
             box_features = _ScaleGradient.apply(box_features, 1.0 / self.num_cascade_stages)
-        box_features = self.box_head[stage](box_features)  # (R, C, P, P) -> (R, D)
-        return self.box_predictor[stage](box_features)
+        rec = None if self.training else active_recorder()
+        if rec is None:
+            box_features = self.box_head[stage](box_features)  # (R, C, P, P) -> (R, D)
+            return self.box_predictor[stage](box_features)
+        boxes = [x.proposal_boxes for x in proposals]
+        pool = LazyPooled(lambda b: self.box_pooler(features, b), boxes)
+        pool.keep_if_grad(box_features)
+        box_features = run_stage(f"box_features.{stage}", lambda: self.box_head[stage](box_features))
+        predictions = run_stage(f"box_predictions.{stage}",
+                                lambda: self.box_predictor[stage](box_features))
+        rec.put("box_stage", BoxStage(
+            proposals=proposals, pool=pool, pooler_level=self.box_pooler.level_of(boxes),
+            embeddings=box_features, logits=predictions[0], deltas=predictions[1]))
+        return predictions
 
     def _create_proposals_from_boxes(self, boxes: List[torch.Tensor], image_sizes: List[Tuple[int, int]],
                                      logits: List[torch.Tensor]) -> List[Instances]:

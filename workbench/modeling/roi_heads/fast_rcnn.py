@@ -18,6 +18,7 @@ Inference: ``instances, kept = predictor.inference((scores, deltas), proposals)`
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -30,13 +31,53 @@ from workbench.modeling.box_regression import Box2BoxTransform, _dense_box_regre
 from workbench.structures import Boxes, Instances
 from workbench.utils.events import get_event_storage
 
+from ..recording import SelectionSettings, active_recorder
+
 __all__ = [
     "fast_rcnn_inference",
     "fast_rcnn_inference_single_image",
+    "BoxSelection",
     "FastRCNNOutputLayers",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BoxSelection:
+    """What ``fast_rcnn_inference`` did, per image, by index (Ri ROIs, Ci candidates, Di kept).
+
+    Attributes:
+        boxes: per image (Ri, K*4 or 4) the decoded boxes it was given (not clipped).
+        scores: per image (Ri, K+1) the class probabilities it was given.
+        candidates: per image (Ci, 2) the (ROI, class) pairs scoring above ``score_thresh``,
+            in row-major order: what the per-class NMS was run on (ROI rows count all ROIs).
+        nms_kept: per image (Ci,) bool, the candidate survived NMS (before the top-k).
+        roi_index: per image (Di,) the ROI each detection came from (all ROIs counted).
+        instances: per image, the detections.
+        settings: score_thresh, nms_thresh and topk as used (and where the model keeps them,
+            when the caller said so; see ``FastRCNNOutputLayers.inference``).
+    """
+
+    boxes: List[torch.Tensor]
+    scores: List[torch.Tensor]
+    candidates: List[torch.Tensor]
+    nms_kept: List[torch.Tensor]
+    roi_index: List[torch.Tensor]
+    instances: List[Instances]
+    settings: Optional[SelectionSettings] = None
+
+    @property
+    def score_thresh(self) -> float:
+        return self.settings.values["score_thresh"]
+
+    @property
+    def nms_thresh(self) -> float:
+        return self.settings.values["nms_thresh"]
+
+    @property
+    def topk(self) -> int:
+        return self.settings.values["topk"]
 
 
 def fast_rcnn_inference(
@@ -46,7 +87,9 @@ def fast_rcnn_inference(
     score_thresh: float,
     nms_thresh: float,
     topk_per_image: int,
-) -> Tuple[List[Instances], List[torch.Tensor]]:
+    *,
+    return_selection: bool = False,
+):
     """Threshold, clip and per-class NMS the predictions of every image.
 
     Args:
@@ -57,12 +100,14 @@ def fast_rcnn_inference(
         score_thresh: keep (ROI, class) pairs whose score is strictly above this.
         nms_thresh: IoU above which a lower-scoring box of the same class is suppressed.
         topk_per_image: keep at most this many detections per image; < 0 keeps all.
+        return_selection: also return a :class:`BoxSelection` (candidates, NMS survivors).
 
     Returns:
         instances: per image, Instances with ``pred_boxes`` (Boxes), ``scores`` (Tensor[Di]) and
             ``pred_classes`` (int64 Tensor[Di]), sorted by decreasing score.
         kept_indices: per image, int64 Tensor[Di]: the ROI in [0, Ri) each detection came from
             (ROIs with non-finite predictions count as present).
+        selection: with ``return_selection`` only.
     """
     if not (len(boxes) == len(scores) == len(image_shapes)):
         raise ValueError(f"fast_rcnn_inference got {len(boxes)} box tensors, {len(scores)} score "
@@ -70,11 +115,20 @@ def fast_rcnn_inference(
     result_per_image = [
         fast_rcnn_inference_single_image(
             boxes_per_image, scores_per_image, image_shape, score_thresh, nms_thresh,
-            topk_per_image,
+            topk_per_image, return_selection=return_selection,
         )
         for scores_per_image, boxes_per_image, image_shape in zip(scores, boxes, image_shapes)
     ]
-    return [x[0] for x in result_per_image], [x[1] for x in result_per_image]
+    instances, kept = [x[0] for x in result_per_image], [x[1] for x in result_per_image]
+    if not return_selection:
+        return instances, kept
+    selection = BoxSelection(
+        boxes=list(boxes), scores=list(scores), candidates=[x[2] for x in result_per_image],
+        nms_kept=[x[3] for x in result_per_image], roi_index=[x[4] for x in result_per_image],
+        instances=instances,
+        settings=SelectionSettings({"score_thresh": score_thresh, "nms_thresh": nms_thresh,
+                                    "topk": topk_per_image}, owner=None, attrs={}))
+    return instances, kept, selection
 
 
 def fast_rcnn_inference_single_image(
@@ -84,18 +138,26 @@ def fast_rcnn_inference_single_image(
     score_thresh: float,
     nms_thresh: float,
     topk_per_image: int,
-) -> Tuple[Instances, torch.Tensor]:
-    """``fast_rcnn_inference`` for one image: boxes (Ri, K*4 or 4), scores (Ri, K+1)."""
+    *,
+    return_selection: bool = False,
+):
+    """``fast_rcnn_inference`` for one image: boxes (Ri, K*4 or 4), scores (Ri, K+1).
+
+    With ``return_selection``, also (candidates (Ci, 2), nms_kept (Ci,), roi_index (Di,)), in
+    rows of all the ROIs given (see :class:`BoxSelection`).
+    """
     if boxes.dim() != 2 or boxes.shape[1] % 4 != 0:
         raise ValueError(f"Expected boxes of shape (R, K*4) or (R, 4), got {tuple(boxes.shape)}.")
     if scores.dim() != 2 or scores.shape[0] != boxes.shape[0]:
         raise ValueError(f"Expected scores of shape (R, K+1) with R={boxes.shape[0]}, got "
                          f"{tuple(scores.shape)}.")
     valid_mask = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
+    valid_rows = None
     if not valid_mask.all():
         # NOTE: as in detectron2, the kept indices returned below then count only valid ROIs.
         boxes = boxes[valid_mask]
         scores = scores[valid_mask]
+        valid_rows = valid_mask.nonzero()[:, 0]
 
     scores = scores[:, :-1]  # (R, K+1) -> (R, K): drop the background column
     num_bbox_reg_classes = boxes.shape[1] // 4
@@ -115,16 +177,22 @@ def fast_rcnn_inference_single_image(
     scores = scores[filter_mask]  # (R, K) -> (R',)
 
     # 2. NMS per class; keep is sorted by decreasing score.
-    keep = batched_nms(boxes, scores, filter_inds[:, 1], nms_thresh)
-    if topk_per_image >= 0:
-        keep = keep[:topk_per_image]
+    nms_keep = batched_nms(boxes, scores, filter_inds[:, 1], nms_thresh)
+    keep = nms_keep[:topk_per_image] if topk_per_image >= 0 else nms_keep
+    candidates = filter_inds
     boxes, scores, filter_inds = boxes[keep], scores[keep], filter_inds[keep]
 
     result = Instances(image_shape)
     result.pred_boxes = Boxes(boxes)
     result.scores = scores
     result.pred_classes = filter_inds[:, 1]
-    return result, filter_inds[:, 0]
+    if not return_selection:
+        return result, filter_inds[:, 0]
+    nms_kept = torch.zeros(len(candidates), dtype=torch.bool, device=candidates.device)
+    nms_kept[nms_keep] = True
+    if valid_rows is not None:  # in rows of all the ROIs given
+        candidates = torch.stack([valid_rows[candidates[:, 0]], candidates[:, 1]], dim=1)
+    return result, filter_inds[:, 0], candidates, nms_kept, candidates[keep, 0]
 
 
 def _log_classification_stats(pred_logits: torch.Tensor, gt_classes: torch.Tensor,
@@ -465,10 +533,26 @@ class FastRCNNOutputLayers(nn.Module):
         boxes = self.predict_boxes(predictions, proposals)
         scores = self.predict_probs(predictions, proposals)
         image_shapes = [x.image_size for x in proposals]
-        return fast_rcnn_inference(
+        return self.select(boxes, scores, image_shapes)
+
+    def select(self, boxes: List[torch.Tensor], scores: List[torch.Tensor],
+               image_shapes: List[Tuple[int, int]]) -> Tuple[List[Instances], List[torch.Tensor]]:
+        """``fast_rcnn_inference`` with this layer's test settings (also for a cascade's
+        stage-averaged scores); under a stage recorder, puts a ``"box_selection"`` record."""
+        rec = active_recorder()
+        out = fast_rcnn_inference(
             boxes, scores, image_shapes, self.test_score_thresh, self.test_nms_thresh,
-            self.test_topk_per_image,
+            self.test_topk_per_image, return_selection=rec is not None,
         )
+        if rec is None:
+            return out
+        instances, kept, selection = out
+        selection.settings = SelectionSettings(
+            selection.settings.values, owner=self,
+            attrs={"score_thresh": "test_score_thresh", "nms_thresh": "test_nms_thresh",
+                   "topk": "test_topk_per_image"})
+        rec.put("box_selection", selection)
+        return instances, kept
 
     def predict_boxes_for_gt_classes(
         self,

@@ -32,6 +32,8 @@ from workbench.utils import perf
 from workbench.utils.events import get_event_storage
 from workbench.utils.registry import Registry
 
+from ..recording import put_record
+
 __all__ = [
     "ROI_KEYPOINT_HEAD_REGISTRY",
     "build_keypoint_head",
@@ -251,6 +253,7 @@ class BaseKeypointRCNNHead(nn.Module):
             )
             loss = keypoint_rcnn_loss(x, instances, normalizer=normalizer)
             return {"loss_keypoint": loss * self.loss_weight}
+        put_record("keypoint_heatmaps", x)  # (R, K, M, M), kept only under a stage recorder
         keypoint_rcnn_inference(x, instances)
         return instances
 

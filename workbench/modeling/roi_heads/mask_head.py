@@ -33,6 +33,8 @@ from workbench.utils import perf
 from workbench.utils.events import get_event_storage
 from workbench.utils.registry import Registry
 
+from ..recording import put_record
+
 __all__ = [
     "ROI_MASK_HEAD_REGISTRY",
     "build_mask_head",
@@ -223,6 +225,7 @@ class BaseMaskRCNNHead(nn.Module):
         x = self.layers(x)
         if self.training:
             return {"loss_mask": mask_rcnn_loss(x, instances, self.vis_period) * self.loss_weight}
+        put_record("mask_logits", x)  # (R, K, M, M), kept only under a stage recorder
         mask_rcnn_inference(x, instances)
         return instances
 

@@ -37,15 +37,16 @@ from workbench.structures import Boxes, ImageList, Instances, pairwise_iou
 from workbench.utils.events import get_event_storage
 from workbench.utils.registry import Registry
 
-from ..backbone.resnet import BottleneckBlock, ResNet
 from ..matcher import Matcher
 from ..poolers import ROIPooler
 from ..proposal_generator.proposal_utils import add_ground_truth_to_proposals
+from ..recording import LazyPooled, active_recorder, run_stage
 from ..sampling import subsample_labels
 from .box_head import build_box_head
 from .fast_rcnn import FastRCNNOutputLayers
 from .keypoint_head import build_keypoint_head
 from .mask_head import build_mask_head
+from .records import BoxStage, put_box_record, run_head_recorded
 
 __all__ = [
     "ROI_HEADS_REGISTRY",
@@ -468,8 +469,11 @@ class StandardROIHeads(ROIHeads):
             losses.update(self._forward_keypoint(features, proposals))
             return proposals, losses
         pred_instances = self._forward_box(features, proposals)
-        # Masks and keypoints only for the final detections (cascaded inference).
-        pred_instances = self.forward_with_given_boxes(features, pred_instances)
+        # Masks and keypoints only for the final detections (cascaded inference); a stage
+        # point, so that a trace can stop after the boxes.
+        pred_instances = run_stage(
+            "given_boxes", lambda: self.forward_with_given_boxes(features, pred_instances),
+            skipped=pred_instances)
         return pred_instances, {}
 
     def forward_with_given_boxes(
@@ -503,9 +507,17 @@ class StandardROIHeads(ROIHeads):
         place by the boxes predicted for their gt class (after the losses are computed).
         """
         features = [features[f] for f in self.box_in_features]
-        box_features = self.box_pooler(features, [x.proposal_boxes for x in proposals])
-        box_features = self.box_head(box_features)  # (R, C, P, P) -> (R, D)
-        predictions = self.box_predictor(box_features)
+        boxes = [x.proposal_boxes for x in proposals]
+        rec = active_recorder() if not self.training else None
+        pool = LazyPooled(lambda b: self.box_pooler(features, b), boxes)
+        # (R, C, P, P) -> (R, D); stage points, so that a trace can re-select without re-running
+        box_features = run_stage("box_features", lambda: self.box_head(pool.keep_if_grad(
+            self.box_pooler(features, boxes))))
+        predictions = run_stage("box_predictions", lambda: self.box_predictor(box_features))
+        if rec is not None:
+            stage = BoxStage(proposals=proposals, pool=pool,
+                             pooler_level=self.box_pooler.level_of(boxes), embeddings=box_features,
+                             logits=predictions[0], deltas=predictions[1])
         del box_features
 
         if self.training:
@@ -518,7 +530,10 @@ class StandardROIHeads(ROIHeads):
                     for proposals_per_image, pred_boxes_per_image in zip(proposals, pred_boxes):
                         proposals_per_image.proposal_boxes = Boxes(pred_boxes_per_image)
             return losses
+        mark = rec.mark() if rec is not None else 0
         pred_instances, _ = self.box_predictor.inference(predictions, proposals)
+        if rec is not None:
+            put_box_record(rec, [stage], mark)
         return pred_instances
 
     def _forward_mask(
@@ -533,13 +548,15 @@ class StandardROIHeads(ROIHeads):
         if self.training:
             instances, _ = select_foreground_proposals(instances, self.num_classes)
 
+        pool = None
         if self.mask_pooler is not None:
-            features = [features[f] for f in self.mask_in_features]
+            maps = [features[f] for f in self.mask_in_features]
             boxes = [x.proposal_boxes if self.training else x.pred_boxes for x in instances]
-            features = self.mask_pooler(features, boxes)
+            features = self.mask_pooler(maps, boxes)
+            pool = LazyPooled.of(lambda b: self.mask_pooler(maps, b), boxes, features)
         else:
             features = {f: features[f] for f in self.mask_in_features}
-        return self.mask_head(features, instances)
+        return run_head_recorded(self.mask_head, features, instances, pool, self.training, "mask")
 
     def _forward_keypoint(
         self, features: Dict[str, torch.Tensor], instances: List[Instances]
@@ -555,191 +572,17 @@ class StandardROIHeads(ROIHeads):
             instances, _ = select_foreground_proposals(instances, self.num_classes)
             instances = select_proposals_with_visible_keypoints(instances)
 
+        pool = None
         if self.keypoint_pooler is not None:
-            features = [features[f] for f in self.keypoint_in_features]
+            maps = [features[f] for f in self.keypoint_in_features]
             boxes = [x.proposal_boxes if self.training else x.pred_boxes for x in instances]
-            features = self.keypoint_pooler(features, boxes)
+            features = self.keypoint_pooler(maps, boxes)
+            pool = LazyPooled.of(lambda b: self.keypoint_pooler(maps, b), boxes, features)
         else:
             features = {f: features[f] for f in self.keypoint_in_features}
-        return self.keypoint_head(features, instances)
+        return run_head_recorded(self.keypoint_head, features, instances, pool, self.training,
+                                 "keypoint")
 
 
-@ROI_HEADS_REGISTRY.register()
-class Res5ROIHeads(ROIHeads):
-    """ROI heads of a "C4" model: box and mask heads share one crop and the res5 stage.
-
-    ROIs are pooled from the single input feature (res4, stride 16), run through res5 (whose
-    first block has stride 2), and averaged over space for the box predictor; the mask head
-    works on the res5 features of the same crops.
-
-    Args:
-        in_features: the one feature name pooled from.
-        pooler: crops (R, C, P, P).
-        res5: the res5 stage, (R, C, P, P) -> (R, 2C, P/2, P/2); a list of blocks is wrapped
-            into an ``nn.Sequential``.
-        box_predictor: (R, 2C) -> scores and deltas (``FastRCNNOutputLayers``).
-        mask_head: called as ``mask_head(res5_features, instances)``; None disables masks.
-        **kwargs: the arguments of ``ROIHeads``.
-    """
-
-    @configurable
-    def __init__(
-        self,
-        *,
-        in_features: List[str],
-        pooler: ROIPooler,
-        res5: nn.Module,
-        box_predictor: nn.Module,
-        mask_head: Optional[nn.Module] = None,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.in_features = in_features
-        self.pooler = pooler
-        if isinstance(res5, (list, tuple)):
-            res5 = nn.Sequential(*res5)
-        self.res5 = res5
-        self.box_predictor = box_predictor
-        self.mask_on = mask_head is not None
-        if self.mask_on:
-            self.mask_head = mask_head
-
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        ret = super().from_config(cfg)
-        in_features = ret["in_features"] = cfg.MODEL.ROI_HEADS.IN_FEATURES
-        pooler_resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
-        pooler_type = cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE
-        sampling_ratio = cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO
-        if cfg.MODEL.KEYPOINT_ON:
-            raise ValueError("Res5ROIHeads has no keypoint head; set MODEL.KEYPOINT_ON=False or "
-                             "use StandardROIHeads.")
-        if len(in_features) != 1:
-            raise ValueError(f"Res5ROIHeads pools from exactly one feature, got "
-                             f"ROI_HEADS.IN_FEATURES={list(in_features)}.")
-        pooler_scales = (1.0 / input_shape[in_features[0]].stride,)
-
-        ret["pooler"] = ROIPooler(
-            output_size=pooler_resolution,
-            scales=pooler_scales,
-            sampling_ratio=sampling_ratio,
-            pooler_type=pooler_type,
-        )
-        # Older subclasses may override _build_res5_block as a plain method.
-        if not inspect.ismethod(cls._build_res5_block):
-            logger.warning("The behavior of _build_res5_block may change. "
-                           "Please do not depend on private methods.")
-            cls._build_res5_block = classmethod(cls._build_res5_block)
-
-        ret["res5"], out_channels = cls._build_res5_block(cfg)
-        ret["box_predictor"] = FastRCNNOutputLayers(
-            cfg, ShapeSpec(channels=out_channels, height=1, width=1)
-        )
-        if cfg.MODEL.MASK_ON:
-            ret["mask_head"] = build_mask_head(
-                cfg,
-                ShapeSpec(channels=out_channels, width=pooler_resolution,
-                          height=pooler_resolution),
-            )
-        return ret
-
-    @classmethod
-    def _build_res5_block(cls, cfg) -> Tuple[nn.Module, int]:
-        """The res5 stage (3 bottleneck blocks, first with stride 2) and its output channels."""
-        stage_channel_factor = 2 ** 3  # res5 has 8x the channels of res2
-        num_groups = cfg.MODEL.RESNETS.NUM_GROUPS
-        width_per_group = cfg.MODEL.RESNETS.WIDTH_PER_GROUP
-        bottleneck_channels = num_groups * width_per_group * stage_channel_factor
-        out_channels = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS * stage_channel_factor
-        stride_in_1x1 = cfg.MODEL.RESNETS.STRIDE_IN_1X1
-        norm = cfg.MODEL.RESNETS.NORM
-        if cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE[-1]:
-            raise ValueError("Deformable convolutions are not supported in the res5 ROI head.")
-
-        # NOTE: as in detectron2, RESNETS.RES5_DILATION is not applied here (dilation 1).
-        blocks = ResNet.make_stage(
-            BottleneckBlock,
-            3,
-            stride_per_block=[2, 1, 1],
-            in_channels=out_channels // 2,
-            bottleneck_channels=bottleneck_channels,
-            out_channels=out_channels,
-            num_groups=num_groups,
-            norm=norm,
-            stride_in_1x1=stride_in_1x1,
-        )
-        return nn.Sequential(*blocks), out_channels
-
-    def _shared_roi_transform(self, features: List[torch.Tensor],
-                              boxes: List[Boxes]) -> torch.Tensor:
-        """Crop and run res5: (R, C, P, P) -> (R, 2C, P/2, P/2)."""
-        x = self.pooler(features, boxes)
-        return self.res5(x)
-
-    def forward(
-        self,
-        images: ImageList,
-        features: Dict[str, torch.Tensor],
-        proposals: List[Instances],
-        targets: Optional[List[Instances]] = None,
-    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
-        """See ``ROIHeads.forward``. In training, returns ([], losses) as detectron2 does."""
-        del images
-        if self.training:
-            proposals = self._sample_for_training(proposals, targets)
-        del targets
-
-        proposal_boxes = [x.proposal_boxes for x in proposals]
-        box_features = self._shared_roi_transform(
-            [features[f] for f in self.in_features], proposal_boxes
-        )  # (R, 2C, P/2, P/2)
-        predictions = self.box_predictor(box_features.mean(dim=[2, 3]))  # -> (R, 2C)
-
-        if self.training:
-            del features
-            losses = self.box_predictor.losses(predictions, proposals)
-            if self.mask_on:
-                proposals, fg_selection_masks = select_foreground_proposals(
-                    proposals, self.num_classes
-                )
-                # The crops are shared with the box head: reuse the foreground ones.
-                mask_features = box_features[torch.cat(fg_selection_masks, dim=0)]
-                del box_features
-                losses.update(self.mask_head(mask_features, proposals))
-            return [], losses
-        pred_instances, _ = self.box_predictor.inference(predictions, proposals)
-        pred_instances = self.forward_with_given_boxes(features, pred_instances)
-        return pred_instances, {}
-
-    def _forward_box(
-        self, features: Dict[str, torch.Tensor], proposals: List[Instances]
-    ) -> Union[Dict[str, torch.Tensor], List[Instances]]:
-        """Box branch alone, with the contract of ``StandardROIHeads._forward_box``.
-
-        Not in detectron2's Res5ROIHeads (its ``forward`` shares the crops with the mask head);
-        added so that partial execution reads the same for both kinds of heads.
-        """
-        box_features = self._shared_roi_transform(
-            [features[f] for f in self.in_features], [x.proposal_boxes for x in proposals]
-        )  # (R, 2C, P/2, P/2)
-        predictions = self.box_predictor(box_features.mean(dim=[2, 3]))  # -> (R, 2C)
-        if self.training:
-            return self.box_predictor.losses(predictions, proposals)
-        pred_instances, _ = self.box_predictor.inference(predictions, proposals)
-        return pred_instances
-
-    def forward_with_given_boxes(
-        self, features: Dict[str, torch.Tensor], instances: List[Instances]
-    ) -> List[Instances]:
-        """Add masks to given detections (eval only); see ``StandardROIHeads``."""
-        if self.training:
-            raise RuntimeError("forward_with_given_boxes is for inference; call .eval() first.")
-        if len(instances) and not (instances[0].has("pred_boxes") and
-                                   instances[0].has("pred_classes")):
-            raise ValueError("forward_with_given_boxes needs instances with 'pred_boxes' and "
-                             f"'pred_classes', got fields {list(instances[0].get_fields())}.")
-        if self.mask_on:
-            feature_list = [features[f] for f in self.in_features]
-            x = self._shared_roi_transform(feature_list, [x.pred_boxes for x in instances])
-            return self.mask_head(x, instances)
-        return instances
+# Res5ROIHeads lives in its own module; importable from here as in detectron2.
+from .res5_roi_heads import Res5ROIHeads  # noqa: E402
