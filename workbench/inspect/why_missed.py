@@ -41,6 +41,8 @@ class WhyMissed:
         lost_at: the stage that lost the object: "anchors", "rpn", "rpn_nms", "rpn_topk",
             "score_thresh", "nms", "topk", "localisation" or None (not missed).
         reason: one sentence.
+        covered_by: the final detections that overlap it without taking it
+            {"detection", "kind" (mislabel, localisation, ...), "class", "score", "iou"}.
     """
 
     image: int
@@ -56,6 +58,8 @@ class WhyMissed:
     class_scores: Optional[Tensor] = None
     lost_at: Optional[str] = None
     reason: str = ""
+    covered_by: List[Dict] = field(default_factory=list)
+    scores_have_background: bool = True
 
     def __repr__(self) -> str:
         lines = [f"WhyMissed(image {self.image}, object {self.gt}: "
@@ -73,10 +77,15 @@ class WhyMissed:
                          f"objectness {p['objectness']:.2f}")
         if self.class_scores is not None and len(self.class_scores) > self.cls:
             top = int(self.class_scores.argmax())
+            background = self.scores_have_background and top == len(self.class_scores) - 1
+            top_name = "background" if background else class_name(self.class_names, top)
             lines.append(f"  class scores: its class {float(self.class_scores[self.cls]):.3f}, top "
-                         f"{class_name(self.class_names, top) if top < len(self.class_scores) - 1 or self.lost_at == 'dense' else 'background'}"
-                         f" {float(self.class_scores[top]):.3f}")
+                         f"{top_name} {float(self.class_scores[top]):.3f}")
         lines.append(f"  lost at {self.lost_at}: {self.reason}" if self.lost_at else f"  {self.reason}")
+        for c in self.covered_by:
+            lines.append(f"  covered by detection {c['detection']} "
+                         f"({class_name(self.class_names, c['class'])}, score {c['score']:.3f}, "
+                         f"IoU {c['iou']:.2f}): a {c['kind']} error")
         return "\n".join(lines)
 
 
@@ -100,6 +109,11 @@ def why_missed(tr: "Trace", image: int, gt_index: int, detected_by: int) -> WhyM
     if detected_by >= 0:
         w.detected_by, w.reason = detected_by, f"not missed: detection {detected_by} took it."
         return w
+    out = tr.outputs[image].get("instances")
+    for d, m in enumerate(tr.matches(image) or []):
+        if m.gt == gt_index:
+            w.covered_by.append({"detection": d, "kind": m.kind, "class": int(out.pred_classes[d]),
+                                 "score": float(out.scores[d]), "iou": m.iou})
     anchor_src = tr.rpn if tr.rpn is not None else tr.dense
     if anchor_src is not None:
         for name, a in zip(anchor_src.in_features, anchor_src.anchors):
@@ -202,6 +216,7 @@ def _dense(tr: "Trace", w: WhyMissed, gtb: Boxes, t: float) -> WhyMissed:
     best = max(range(len(w.anchors)), key=lambda i: w.anchors[i]["iou"])
     a = w.anchors[best]
     w.class_scores = d.logits[best][image][a["anchor"]].sigmoid()
+    w.scores_have_background = False
     s = float(w.class_scores[cls])
     if a["iou"] < t:
         w.lost_at, w.reason = "anchors", f"no anchor reaches IoU {t} (best {a['iou']:.2f})."
