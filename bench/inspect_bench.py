@@ -15,8 +15,13 @@ a busy machine slows them alike; the figures are medians over rounds.
   writes: the mask head and mask pasting (no mask feature is requested) are not run, which is
   why it can be faster than plain Mask R-CNN inference.
 
+* recording off: ``model(batch)`` as above against the same forward with the stage-recording
+  calls of the model code (``run_stage``, ``active_recorder``, ``put_record`` in every module
+  that uses them) replaced by bare ones that never look for a recorder: what the recording
+  mechanism costs a forward that records nothing (``forward_over_bare``).
+
 Targets (the inspection layer's issue): trace <= 1.05x plain time, extraction >= 0.9x the
-plain image rate. Both wall-clock and process CPU time are reported: on a shared machine the
+plain image rate, forward with recording off within noise of the bare one. Both wall-clock and process CPU time are reported: on a shared machine the
 CPU time (what this process consumed, all threads) is the stabler measure of cost, while the
 wall clock shows what overlapping decoding with the model buys.
 """
@@ -45,6 +50,41 @@ from bench.fixtures import build_fixture_model, fixtures_dir  # noqa: E402
 def _build(fixture: str):
     device = "cuda" if torch.cuda.is_available() and os.environ.get("BENCH_CUDA") else "cpu"
     return build_fixture_model(fixture, device)
+
+
+def _bare_recording():
+    """A context in which the model code's recording calls are bare (no recorder lookup)."""
+    import contextlib
+    import importlib
+    import pkgutil
+
+    import workbench.modeling as modeling
+    from workbench.modeling import recording
+
+    def bare_run_stage(name, compute, *, skipped=None):
+        return compute()
+
+    bare = {"run_stage": bare_run_stage, "active_recorder": lambda: None,
+            "put_record": lambda kind, value: None}
+    patched = []
+    for info in pkgutil.walk_packages(modeling.__path__, modeling.__name__ + "."):
+        mod = importlib.import_module(info.name)
+        if mod is recording:
+            continue
+        for name, fn in bare.items():
+            if getattr(mod, name, None) is getattr(recording, name):
+                patched.append((mod, name))
+
+    @contextlib.contextmanager
+    def ctx():
+        for mod, name in patched:
+            setattr(mod, name, bare[name])
+        try:
+            yield
+        finally:
+            for mod, name in patched:
+                setattr(mod, name, getattr(recording, name))
+    return ctx, len(patched)
 
 
 def _time(fn) -> Tuple[float, float]:
@@ -101,10 +141,17 @@ def run(*, fixture: str = "mask_rcnn_R_50_FPN", copies: int = 3, batch_size: int
                     num_workers=1, progress=False)
             shutil.rmtree(out)
 
+        bare, n_patched = _bare_recording()
+
+        def bare_batch(b):
+            with bare(), torch.no_grad():
+                model(b)
+
         for b in batches:  # warm-up (allocator, lazy inits)
             plain_batch(b)
             wi.trace(model, b)
-        names = ("plain", "trace", "plain_for_extract", "extract")
+            bare_batch(b)
+        names = ("plain", "trace", "plain_for_extract", "extract", "forward", "bare")
         wall: Dict[str, List[float]] = {k: [] for k in names}
         cpu: Dict[str, List[float]] = {k: [] for k in names}
         pair_ratios: Dict[str, List[float]] = {"wall": [], "cpu": []}
@@ -130,6 +177,17 @@ def run(*, fixture: str = "mask_rcnn_R_50_FPN", copies: int = 3, batch_size: int
                 w, c = _time(fn)
                 wall[tag].append(w)
                 cpu[tag].append(c)
+            # recording off: the model's forward vs the same forward with bare recording calls
+            acc = {"forward": [0.0, 0.0], "bare": [0.0, 0.0]}
+            for j, b in enumerate(batches):
+                pair = [("forward", lambda: plain_batch(b)), ("bare", lambda: bare_batch(b))]
+                for tag, fn in (pair if (r + j) % 2 == 0 else pair[::-1]):
+                    w, c = _time(fn)
+                    acc[tag][0] += w
+                    acc[tag][1] += c
+            for tag, (w, c) in acc.items():
+                wall[tag].append(w)
+                cpu[tag].append(c)
             if verbose:
                 print(f"round {r + 1}/{rounds}: " + ", ".join(
                     f"{k} {wall[k][-1]:.2f}s ({cpu[k][-1]:.2f}s cpu)" for k in names), flush=True)
@@ -147,11 +205,15 @@ def run(*, fixture: str = "mask_rcnn_R_50_FPN", copies: int = 3, batch_size: int
                 "extract_rate_over_plain": med["plain_for_extract"] / med["extract"],
                 "extract_rate_over_plain_median_of_rounds": statistics.median(
                     [b / a for a, b in zip(t["extract"], t["plain_for_extract"])]),
+                "forward_over_bare": med["forward"] / med["bare"],
+                "forward_over_bare_median_of_rounds": statistics.median(
+                    [a / b for a, b in zip(t["forward"], t["bare"])]),
             }
 
         result = {
             "fixture": fixture, "images": n, "batch_size": batch_size, "rounds": rounds,
             "threads": threads, "device": str(next(model.parameters()).device),
+            "bare_recording_calls_patched": n_patched,
             "wall": figures(wall, "wall"), "cpu": figures(cpu, "cpu"),
             "targets": {"trace_over_plain <=": 1.05, "extract_rate_over_plain >=": 0.9},
         }
@@ -168,7 +230,8 @@ def run(*, fixture: str = "mask_rcnn_R_50_FPN", copies: int = 3, batch_size: int
                   f"{f['trace_images_per_s']:.2f} img/s, time x{f['trace_over_plain']:.3f} "
                   f"(batch pairs x{f['trace_over_plain_median_of_batch_pairs']:.3f}, target <= 1.05)"
                   f" | extract {f['extract_images_per_s']:.2f} img/s, rate "
-                  f"x{f['extract_rate_over_plain']:.3f} (target >= 0.9)")
+                  f"x{f['extract_rate_over_plain']:.3f} (target >= 0.9)"
+                  f" | recording off: forward x{f['forward_over_bare']:.3f} of the bare forward")
     if out_json:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
         Path(out_json).write_text(json.dumps(result, indent=1) + "\n")

@@ -51,9 +51,9 @@ def ground_truth(record):
 
 record = val[0]
 photo = np.asarray(Image.open(record["file_name"]).convert("RGB"))       # (H, W, 3), the model wants RGB
-inputs = [{"image": torch.as_tensor(photo.transpose(2, 0, 1).astype("float32"))}]
 gt_boxes, gt_classes = ground_truth(record)
-tr = wi.trace(model, inputs)              # kept for the comparisons below (notebook 03 shows it)
+tr = wi.trace(model, record, cfg=cfg)     # the scored pass, kept for the comparisons below (notebook 03)
+inputs = tr.inputs                        # the evaluator's input dict: resized, with height / width
 outputs = tr.outputs                      # == model(inputs), bit for bit
 n_det = len(outputs[0]["instances"])
 print(f"image {photo.shape[1]} x {photo.shape[0]}, {len(gt_boxes)} shapes")
@@ -72,7 +72,7 @@ assert summary["roi_heads.box_pooler"] == "(200, 48, 7, 7)"
 assert summary["roi_heads.box_head"] == wi.describe(tr.box.stages[0].embeddings) == "(200, 256)"
 assert summary["roi_heads.box_predictor"] == "((200, 8), (200, 28))"
 assert summary["roi_heads.mask_pooler"] == summary["roi_heads.keypoint_pooler"] == f"({n_det}, 48, 14, 14)"
-assert summary["sem_seg_head"] == "((1, 4, 384, 352), {})\""""),
+assert summary["sem_seg_head"] == "((1, 4, 352, 320), {})\""""),
     md("""## Forward hooks by name and glob: `wi.capture`
 
 Inside the `with` block the named modules record what they return; outside it the model runs as
@@ -152,7 +152,8 @@ print(rf)
 assert rf.pooled.shape == (9, 48, 7, 7) and rf.embeddings.shape == (9, 256) and rf.logits.shape == (9, 8)
 
 # the pooler's level rule: floor(4 + log2(sqrt(area) / 224)), clamped to p2..p5
-side = (boxes[:, 2:] - boxes[:, :2]).prod(1).sqrt()
+pooled_boxes = rf.boxes[0]                               # the boxes mapped into input px
+side = (pooled_boxes[:, 2:] - pooled_boxes[:, :2]).prod(1).sqrt()
 assert torch.equal(rf.level, (4 + torch.log2(side / 224)).floor().clamp(2, 5).long() - 2)
 
 names = metadata.thing_classes + ["background"]
@@ -165,7 +166,7 @@ bg_shapes, bg_empty = float(probs[:7, 7].mean()), float(probs[7:, 7].mean())
 print(f"mean background probability: shapes {bg_shapes:.2f}, background patches {bg_empty:.2f}")
 assert bg_shapes < bg_empty and bool((probs[7:].argmax(1) == 7).all())
 
-# The proposal box of detection 0 gives its embedding back (input pixels = original here).
+# The proposal box of detection 0 (input px) gives its embedding back.
 again = wi.roi_features(model, tr, [d.proposal_box[None]], coords="input")
 assert torch.allclose(again.embeddings[0], d.embedding, atol=1e-5)"""),
     md("""## Dataset-scale extraction: `workbench.extract`

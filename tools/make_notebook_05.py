@@ -44,7 +44,9 @@ the trace. In JupyterLab you can do the same with the mouse on the widget displa
 need a running kernel; `make lab` opens this folder).
 
 The model is workbench's embedded one: a small Panoptic FPN with mask and keypoint heads,
-trained on the procedural shapes dataset, run here on three validation images."""),
+trained on the procedural shapes dataset, run here on three validation images, resized as the
+evaluator resizes them (one batch of three: the padding to a common size is the only difference
+from the evaluator's one-image batches)."""),
     code("""import numpy as np
 import torch
 from IPython.display import Image, display
@@ -55,17 +57,14 @@ from workbench import model_zoo, vis
 from workbench.data import DatasetCatalog, MetadataCatalog
 
 torch.set_num_threads(1)  # deterministic and fast enough for three small images
+cfg = model_zoo.get_config("Shapes/panoptic_kp_R_50_FPN_small.yaml", trained=True)
 model = model_zoo.get("Shapes/panoptic_kp_R_50_FPN_small.yaml", trained=True).eval()
 metadata = MetadataCatalog.get("shapes_val")
 dicts = DatasetCatalog.get("shapes_val_100")[:3]
 
-inputs = []
-for d in dicts:
-    rgb = np.asarray(PILImage.open(d["file_name"]).convert("RGB"))  # the model's INPUT.FORMAT is RGB
-    inputs.append({"image": torch.as_tensor(np.ascontiguousarray(rgb.transpose(2, 0, 1))),
-                   "height": rgb.shape[0], "width": rgb.shape[1]})
-with torch.no_grad():
-    tr = wi.trace(model, inputs)
+with torch.no_grad():  # the dataset dicts through the evaluator's test-time transform, in one batch
+    tr = wi.trace(model, dicts, cfg=cfg)
+inputs = tr.inputs
 
 print(type(model).__name__, "input format", model.input_format, "| trace:", tr.architecture)
 for d, out in zip(dicts, tr.outputs):

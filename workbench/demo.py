@@ -138,22 +138,20 @@ def draw_validation(dic: Dict[str, Any], outputs: Dict[str, Any], metadata, scor
     return _hstack(panels)
 
 
-def trace_figure(model, dic: Dict[str, Any], metadata, input_format: str, score_thresh: float):
-    """One validation image taken apart stage by stage, as a PlotImage."""
+def trace_figure(predictor, dic: Dict[str, Any], metadata, score_thresh: float):
+    """One validation image taken apart stage by stage, as a PlotImage: the pass that was
+    scored (the dataset dict through the evaluator's test-time transform)."""
     import torch
 
     from workbench import inspect as wi
     from workbench.vis import PlotImage, Visualizer, pca_rgb
 
     rgb = _read_rgb(dic["file_name"])
-    img = rgb if input_format == "RGB" else rgb[:, :, ::-1]
-    inputs = [{"image": torch.as_tensor(np.ascontiguousarray(img.transpose(2, 0, 1))),
-               "height": rgb.shape[0], "width": rgb.shape[1]}]
     with torch.no_grad():
-        tr = wi.trace(model, inputs)
+        tr = wi.trace(predictor, dic)
     out = tr.outputs[0]
     inst = out["instances"].to("cpu")
-    sy, sx = (rgb.shape[0] / tr.preprocess.image_sizes[0][0], rgb.shape[1] / tr.preprocess.image_sizes[0][1])
+    sx, sy = (1.0 / s for s in tr.preprocess.scales[0])  # original px per input px
 
     fig = PlotImage(2, 4, panel=2.8)
     ax = fig.axes
@@ -307,7 +305,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"photo {name} ({rgb.shape[1]}x{rgb.shape[0]}): {n} detections > {args.score_thresh} -> {path}")
 
     # One image, stage by stage.
-    fig, _ = trace_figure(model, dicts[0], metadata, cfg.INPUT.FORMAT, args.score_thresh)
+    fig, _ = trace_figure(predictor, dicts[0], metadata, args.score_thresh)
     path = out_dir / "trace.png"
     _atomic_write(path, fig.to_png_bytes())
     pictures.insert(0, path)

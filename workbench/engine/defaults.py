@@ -19,7 +19,6 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 
 from workbench.checkpoint import DetectionCheckpointer

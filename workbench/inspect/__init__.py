@@ -26,7 +26,8 @@ from . import openworld, stages
 from .hooks import Captured, capture, describe, list_modules, map_tensors
 from .roi import RoiFeatures, roi_features
 from .ground_truth import GroundTruth, Match
-from .trace import Detection, Provenance, Trace, rethreshold, resume, trace
+from .rerun import rethreshold, resume
+from .trace import Detection, Provenance, Trace, trace
 from .why_missed import WhyMissed
 
 __all__ = [

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from workbench.structures import Boxes, BoxMode, pairwise_ioa, pairwise_iou
 
-from .provenance import class_name, fmt_box
+from .provenance import class_name
 
 __all__ = ["GroundTruth", "Match", "ground_truth_from_input", "match_detections", "BACKGROUND_IOU"]
 

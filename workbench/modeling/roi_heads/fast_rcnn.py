@@ -18,7 +18,6 @@ Inference: ``instances, kept = predictor.inference((scores, deltas), proposals)`
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -32,6 +31,7 @@ from workbench.structures import Boxes, Instances
 from workbench.utils.events import get_event_storage
 
 from ..recording import SelectionSettings, active_recorder
+from .records import BoxSelection
 
 __all__ = [
     "fast_rcnn_inference",
@@ -41,43 +41,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class BoxSelection:
-    """What ``fast_rcnn_inference`` did, per image, by index (Ri ROIs, Ci candidates, Di kept).
-
-    Attributes:
-        boxes: per image (Ri, K*4 or 4) the decoded boxes it was given (not clipped).
-        scores: per image (Ri, K+1) the class probabilities it was given.
-        candidates: per image (Ci, 2) the (ROI, class) pairs scoring above ``score_thresh``,
-            in row-major order: what the per-class NMS was run on (ROI rows count all ROIs).
-        nms_kept: per image (Ci,) bool, the candidate survived NMS (before the top-k).
-        roi_index: per image (Di,) the ROI each detection came from (all ROIs counted).
-        instances: per image, the detections.
-        settings: score_thresh, nms_thresh and topk as used (and where the model keeps them,
-            when the caller said so; see ``FastRCNNOutputLayers.inference``).
-    """
-
-    boxes: List[torch.Tensor]
-    scores: List[torch.Tensor]
-    candidates: List[torch.Tensor]
-    nms_kept: List[torch.Tensor]
-    roi_index: List[torch.Tensor]
-    instances: List[Instances]
-    settings: Optional[SelectionSettings] = None
-
-    @property
-    def score_thresh(self) -> float:
-        return self.settings.values["score_thresh"]
-
-    @property
-    def nms_thresh(self) -> float:
-        return self.settings.values["nms_thresh"]
-
-    @property
-    def topk(self) -> int:
-        return self.settings.values["topk"]
 
 
 def fast_rcnn_inference(

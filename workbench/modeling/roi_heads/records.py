@@ -17,15 +17,51 @@ from torch import Tensor
 
 from workbench.structures import Instances
 
-from ..recording import LazyPooled, active_recorder
-from .fast_rcnn import BoxSelection
+from ..recording import LazyPooled, SelectionSettings, active_recorder
 
-__all__ = ["BoxStage", "BoxRecord", "MaskRecord", "KeypointRecord", "put_box_record",
+__all__ = ["BoxSelection", "BoxStage", "BoxRecord", "MaskRecord", "KeypointRecord", "put_box_record",
            "run_head_recorded"]
 
 
 def _shape(t) -> str:
     return "None" if t is None else f"{tuple(t.shape)}"
+
+
+@dataclass
+class BoxSelection:
+    """What ``fast_rcnn_inference`` did, per image, by index (Ri ROIs, Ci candidates, Di kept).
+
+    Attributes:
+        boxes: per image (Ri, K*4 or 4) the decoded boxes it was given (not clipped).
+        scores: per image (Ri, K+1) the class probabilities it was given.
+        candidates: per image (Ci, 2) the (ROI, class) pairs scoring above ``score_thresh``,
+            in row-major order: what the per-class NMS was run on (ROI rows count all ROIs).
+        nms_kept: per image (Ci,) bool, the candidate survived NMS (before the top-k).
+        roi_index: per image (Di,) the ROI each detection came from (all ROIs counted).
+        instances: per image, the detections.
+        settings: score_thresh, nms_thresh and topk as used (and where the model keeps them,
+            when the caller said so; see ``FastRCNNOutputLayers.inference``).
+    """
+
+    boxes: List[Tensor]
+    scores: List[Tensor]
+    candidates: List[Tensor]
+    nms_kept: List[Tensor]
+    roi_index: List[Tensor]
+    instances: List[Instances]
+    settings: Optional[SelectionSettings] = None
+
+    @property
+    def score_thresh(self) -> float:
+        return self.settings.values["score_thresh"]
+
+    @property
+    def nms_thresh(self) -> float:
+        return self.settings.values["nms_thresh"]
+
+    @property
+    def topk(self) -> int:
+        return self.settings.values["topk"]
 
 
 @dataclass

@@ -166,7 +166,6 @@ class Res5ROIHeads(ROIHeads):
             [features[f] for f in self.in_features], proposal_boxes
         )  # (R, 2C, P/2, P/2)
         predictions = self.box_predictor(box_features.mean(dim=[2, 3]))  # -> (R, 2C)
-        del features
         losses = self.box_predictor.losses(predictions, proposals)
         if self.mask_on:
             proposals, fg_selection_masks = select_foreground_proposals(

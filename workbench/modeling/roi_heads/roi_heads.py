@@ -518,7 +518,6 @@ class StandardROIHeads(ROIHeads):
             stage = BoxStage(proposals=proposals, pool=pool,
                              pooler_level=self.box_pooler.level_of(boxes), embeddings=box_features,
                              logits=predictions[0], deltas=predictions[1])
-        del box_features
 
         if self.training:
             losses = self.box_predictor.losses(predictions, proposals)
