@@ -70,6 +70,14 @@ def test_rcnn_detections_decode_from_their_proposal_and_anchor(name):
         chosen = decoded[torch.arange(len(p)), cols]
         size = tr.preprocess.image_sizes[img]
         torch.testing.assert_close(_clip(chosen, size), p.boxes_input, rtol=0, atol=1e-3)
+        # Exact by construction: the selection's decoded box of the detection's class, clipped,
+        # is the detection; the RPN's decoded anchor, clipped, is its proposal.
+        cols_exact = p.classes if p.class_boxes.shape[1] > 1 else torch.zeros_like(p.classes)
+        assert torch.equal(_clip(p.class_boxes[torch.arange(len(p)), cols_exact], size), p.boxes_input)
+        if tr.rpn is not None and tr.rpn.decoded is not None:
+            for j in range(len(p)):
+                lvl, a = int(p.level[j]), int(p.anchor_index[j])
+                assert torch.equal(_clip(tr.rpn.decoded[lvl][img, a][None], size)[0], p.proposal_boxes[j])
         # The class-score vector before NMS gives the detection's score.
         assert torch.equal(p.probs[torch.arange(len(p)), p.classes], p.scores)
         if len(tr.box.stages) == 1:

@@ -58,7 +58,8 @@ class Provenance:
         anchor_index: (Oi,) row of the anchor within its level (order y, x, anchor).
         anchor_boxes: (Oi, 4) the anchor (input px).
         anchor_yxa: (Oi, 3) the anchor's cell (y, x) on its level and its cell-anchor index.
-        pooler_level: (Oi,) feature map the ROI was pooled from (multi-level poolers).
+        pooler_level: (Oi,) feature map the ROI was pooled from (multi-level poolers), an
+            index into ``pooler_features``.
         pooled: (Oi, C, P, P) pooled ROI features (of the last cascade stage).
         embeddings: (Oi, D) box-head output (last cascade stage); for RetinaNet the
             classification tower's feature at the anchor's cell.
@@ -85,6 +86,7 @@ class Provenance:
     anchor_boxes: Optional[Tensor] = None
     anchor_yxa: Optional[Tensor] = None
     pooler_level: Optional[Tensor] = None
+    pooler_features: Optional[List[str]] = None
     pooled: Optional[Tensor] = None
     embeddings: Optional[Tensor] = None
     logits: Optional[Tensor] = None
@@ -102,7 +104,7 @@ class Provenance:
         parts = [f"image={self.image}", f"detections={len(self)}"]
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if f.name in ("image", "level_names") or v is None:
+            if f.name in ("image", "level_names", "pooler_features") or v is None:
                 continue
             parts.append(f"{f.name}={describe(v)}")
         return "Provenance(" + ", ".join(parts) + ")"
@@ -144,6 +146,7 @@ class Detection:
     keypoint_heatmap: Optional[Tensor] = None
     class_names: Optional[Sequence[str]] = dataclasses.field(default=None, repr=False)
     match: Optional[object] = None
+    pooler_level_name: Optional[str] = None
 
     @property
     def class_name(self) -> str:
@@ -165,7 +168,7 @@ class Detection:
             lines.append(f"  from anchor {self.anchor_index} on {self.level_name} "
                          f"(cell y, x, a = {self.anchor_yxa}, input px): {fmt_box(self.anchor_box)}")
         if self.pooler_level is not None:
-            lines.append(f"  ROI pooled from level {self.pooler_level}")
+            lines.append(f"  ROI pooled from {self.pooler_level_name or f'level {self.pooler_level}'}")
         for name in ("pooled", "embedding", "logits", "mask_logits", "keypoint_heatmap"):
             v = getattr(self, name)
             if v is not None:
@@ -270,6 +273,7 @@ def _box_fields(tr: "Trace", image: int, prov: Provenance, roi: Tensor, rows: Te
     last = box.stages[-1]
     prov.pooled = last.pooled_rows(image, roi)
     prov.pooler_level = None if last.pooler_level is None else last.pooler_level[g]
+    prov.pooler_features = last.pooler_features
     prov.embeddings = last.embeddings[g]
     prov.logits = last.logits[g]
     prov.probs = box.scores[image][roi]
@@ -329,6 +333,7 @@ def detection_of(p: Provenance, index: int, class_names=None, match=None) -> Det
         return None if t is None else kind(t[index].item())
 
     level = num(p.level)
+    pooler_level = num(p.pooler_level)
     return Detection(
         image=p.image, index=index, row=int(p.rows[index]), box=p.boxes[index],
         box_input=p.boxes_input[index], score=num(p.scores, float), cls=num(p.classes),
@@ -337,11 +342,14 @@ def detection_of(p: Provenance, index: int, class_names=None, match=None) -> Det
         level_name=p.level_names[level] if level is not None and level >= 0 else None,
         anchor_index=num(p.anchor_index), anchor_box=row(p.anchor_boxes),
         anchor_yxa=None if p.anchor_yxa is None else tuple(p.anchor_yxa[index].tolist()),
-        pooler_level=num(p.pooler_level), pooled=row(p.pooled), embedding=row(p.embeddings),
+        pooler_level=pooler_level, pooled=row(p.pooled), embedding=row(p.embeddings),
         logits=row(p.logits), probs=row(p.probs), class_boxes=row(p.class_boxes),
         stage_embeddings=None if p.stage_embeddings is None
         else [e[index] for e in p.stage_embeddings],
         stage_logits=None if p.stage_logits is None else [e[index] for e in p.stage_logits],
         mask_logits=row(p.mask_logits), keypoint_heatmap=row(p.keypoint_heatmaps),
         class_names=class_names, match=match,
+        pooler_level_name=p.pooler_features[pooler_level]
+        if p.pooler_features and pooler_level is not None and 0 <= pooler_level < len(p.pooler_features)
+        else None,
     )

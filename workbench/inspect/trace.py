@@ -406,7 +406,7 @@ def _compute_losses(model: nn.Module, batched_inputs: List[Dict], grad: bool):
                          "output).")
     saved = {name: {k: v.clone() for k, v in m.state_dict().items()}
              for name, m in model.named_modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
+             if getattr(m, "track_running_stats", False) and getattr(m, "running_mean", None) is not None}
     modules = dict(model.named_modules())
     was_training = model.training
     try:

@@ -311,7 +311,8 @@ class CascadeROIHeads(StandardROIHeads):
                                 lambda: self.box_predictor[stage](box_features))
         rec.put("box_stage", BoxStage(
             proposals=proposals, pool=pool, pooler_level=self.box_pooler.level_of(boxes),
-            embeddings=box_features, logits=predictions[0], deltas=predictions[1]))
+            embeddings=box_features, logits=predictions[0], deltas=predictions[1],
+            pooler_features=list(self.box_in_features)))
         return predictions
 
     def _create_proposals_from_boxes(self, boxes: List[torch.Tensor], image_sizes: List[Tuple[int, int]],

@@ -78,6 +78,7 @@ class BoxStage:
         deltas: (R, K*4) class-specific (or (R, 4) class-agnostic) box deltas.
         boxes: per image (Ri, K*4 or 4) decoded boxes, not clipped (None if unknown).
         probs: per image (Ri, K+1) class probabilities (None if unknown).
+        pooler_features: the feature names ``pooler_level`` indexes ("p2".."p5").
     """
 
     proposals: List[Instances]
@@ -88,6 +89,7 @@ class BoxStage:
     deltas: Tensor
     boxes: Optional[List[Tensor]] = None
     probs: Optional[List[Tensor]] = None
+    pooler_features: Optional[List[str]] = None
 
     @property
     def pooled(self) -> Tensor:

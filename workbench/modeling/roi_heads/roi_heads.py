@@ -517,7 +517,8 @@ class StandardROIHeads(ROIHeads):
         if rec is not None:
             stage = BoxStage(proposals=proposals, pool=pool,
                              pooler_level=self.box_pooler.level_of(boxes), embeddings=box_features,
-                             logits=predictions[0], deltas=predictions[1])
+                             logits=predictions[0], deltas=predictions[1],
+                             pooler_features=list(self.box_in_features))
 
         if self.training:
             losses = self.box_predictor.losses(predictions, proposals)
