@@ -173,3 +173,17 @@ def test_two_ranks_with_gloo_write_the_same_shards(setup):
         log = Path(f"{out}.rank{rank}.log").read_text().splitlines()
         assert log == [f"shard {rank}", "gloo gloo 2"], log
     assert _files(out) == _files(setup["out"])
+
+
+def test_images_without_detections_extract_to_empty_rows(setup, tmp_path):
+    # A model that keeps no detection at all: every image is empty, none is an error.
+    torch.manual_seed(0)
+    cfg = tiny_cfg("faster_rcnn_fpn", ["INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 100,
+                                       "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 1.0])
+    model = build_model(cfg).eval()
+    kwargs = {k: v for k, v in setup["kwargs"].items() if k != "model_info"}
+    extract(model, setup["images"], tmp_path / "empty", **kwargs)
+    ds = load_extracted(tmp_path / "empty")
+    assert ds.manifest["num_images"] == 7
+    assert len(ds.concat("det/embeddings")) == 0 and ds.concat("det/embeddings").shape[1] == 32
+    assert len(ds.concat("fpn_pooled/p3")) == 7
