@@ -13,8 +13,8 @@ Which file is read how:
 Names are matched by heuristics (:func:`~.c2_model_loading.align_and_update_state_dicts`)
 when the file says ``"matching_heuristics": True``, when it is a Caffe2 file, or when the path
 ends in ``?matching_heuristics=True``. ``.pkl`` files go through a restricted unpickler and
-``.pth`` files through torch's weights-only unpickler, so loading never runs code from the
-file.
+``.pth`` files through torch's weights-only unpickler (both in :mod:`.safe_load`), so loading
+never runs code from the file.
 
 Paths can be local files, ``http(s)://`` URLs or ``detectron2://`` model-zoo names (see
 :mod:`.catalog`).
@@ -25,10 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import pickle
-import re
 import uuid
-import zipfile
 from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import parse_qs
@@ -39,7 +36,19 @@ from torch import nn
 
 from . import catalog
 from .c2_model_loading import align_and_update_state_dicts
-from .safe_pickle import UnsafePickleError, allowed_globals, find_pickle_globals, safe_load_pickle
+# Reading a file without running code from it lives in .safe_load; its names (and the
+# safe_pickle names this module used to import for it) stay importable from here.
+from .safe_load import (  # noqa: F401
+    CheckpointLoadError,
+    _damaged_message,
+    _globals_in_torch_file,
+    _is_weight_global,
+    _numpy_globals,
+    _pickle_load,
+    _torch_load,
+    _torch_reason,
+)
+from .safe_pickle import UnsafePickleError, allowed_globals, find_pickle_globals, safe_load_pickle  # noqa: F401
 
 __all__ = [
     "Checkpointer",
@@ -62,10 +71,6 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: List[str]
     #: ``(key, shape in checkpoint, shape in model)`` of entries skipped for their shape.
     incorrect_shapes: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]
-
-
-class CheckpointLoadError(RuntimeError):
-    """A checkpoint file that cannot be read (truncated, corrupt, or of an unknown layout)."""
 
 
 def _is_main_process() -> bool:
@@ -445,91 +450,6 @@ def _apply_query(checkpoint: Dict[str, Any], query: str, path: str) -> None:
             f"Unsupported query {sorted(queries)} in checkpoint path '{path}'; only "
             "matching_heuristics=True is understood."
         )
-
-
-def _pickle_load(filename: str) -> Any:
-    try:
-        return safe_load_pickle(filename, encoding="latin1")
-    except UnsafePickleError:
-        raise
-    except pickle.UnpicklingError as e:
-        raise CheckpointLoadError(str(e)) from e
-
-
-def _numpy_globals() -> List[Any]:
-    """What numpy arrays inside a ``.pth`` need from torch's weights-only unpickler."""
-    allowed = list(allowed_globals().values())
-    dtype_classes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"}
-    return allowed + sorted(dtype_classes, key=lambda t: t.__name__)
-
-
-def _torch_load(filename: str) -> Any:
-    """``torch.load(weights_only=True)`` (numpy arrays admitted too), with errors naming the
-    file."""
-    try:
-        if hasattr(torch.serialization, "safe_globals"):  # torch >= 2.5
-            with torch.serialization.safe_globals(_numpy_globals()):
-                return torch.load(filename, map_location="cpu", weights_only=True)
-        return torch.load(filename, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        reason = _torch_reason(str(e))
-        if not re.search(r"unsupported global", reason, re.IGNORECASE):
-            # torch's reader also stops at opcodes it does not parse (pickle protocols 0 and 1)
-            # before reaching any import; look for imports ourselves, without running anything.
-            suspicious = [g for g in _globals_in_torch_file(filename) if not _is_weight_global(g)]
-            if suspicious:
-                reason = f"it imports {', '.join(sorted(set(suspicious)))}. torch says: {reason}"
-            else:
-                raise CheckpointLoadError(_damaged_message(filename, reason)) from e
-        raise UnsafePickleError(
-            f"Refusing to load '{filename}': it imports something other than tensors, numpy "
-            "arrays and plain containers, so loading it could run code from the file; nothing "
-            f"from it has run. torch.load(weights_only=True) refused it: {reason}"
-        ) from e
-    except Exception as e:  # RuntimeError from a damaged zip, EOFError, ...
-        raise CheckpointLoadError(_damaged_message(filename, f"{type(e).__name__}: {e}")) from e
-
-
-def _globals_in_torch_file(filename: str) -> List[str]:
-    """Imports named by a torch checkpoint's pickles (zip or legacy format), found statically."""
-    try:
-        if zipfile.is_zipfile(filename):
-            with zipfile.ZipFile(filename) as z:
-                return [g for name in z.namelist() if name.endswith(".pkl")
-                        for g in find_pickle_globals(z.read(name))]
-        with open(filename, "rb") as f:
-            return find_pickle_globals(f.read())
-    except (OSError, zipfile.BadZipFile):
-        return []
-
-
-def _is_weight_global(name: str) -> bool:
-    """Whether an import is one that tensors and numpy arrays in a torch file need."""
-    if name in {".".join(key) for key in allowed_globals()}:
-        return True
-    module, _, attr = name.rpartition(".")
-    if module == "torch._utils":
-        return attr.startswith("_rebuild_")
-    if module == "torch":
-        return attr.endswith("Storage") or attr in ("Size", "device") or isinstance(
-            getattr(torch, attr, None), torch.dtype
-        )
-    return False
-
-
-def _torch_reason(message: str) -> str:
-    """The informative lines of torch's weights-only error (without its general advice)."""
-    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
-    lines = [ln.strip() for ln in message.splitlines()]
-    kept = [ln for ln in lines if ln and not ln.startswith(boilerplate)]
-    return " ".join(kept) or message
-
-
-def _damaged_message(filename: str, reason: str) -> str:
-    return (
-        f"Cannot read checkpoint '{filename}': {reason}\nThe file is truncated or corrupt (an "
-        "interrupted download or save?), or is not a torch checkpoint."
-    )
 
 
 def _check_state_dict(state_dict: Any) -> None:
