@@ -429,20 +429,24 @@ class RPN(nn.Module):
         features = [features[f] for f in self.in_features]
         anchors = self.anchor_generator(features)
 
-        pred_objectness_logits, pred_anchor_deltas = run_stage(
-            "rpn_head", lambda: self.rpn_head(features))
-        pred_objectness_logits = [
-            # (N, A, Hi, Wi) -> (N, Hi, Wi, A) -> (N, Hi*Wi*A)
-            score.permute(0, 2, 3, 1).flatten(1)
-            for score in pred_objectness_logits
-        ]
-        pred_anchor_deltas = [
-            # (N, A*B, Hi, Wi) -> (N, A, B, Hi, Wi) -> (N, Hi, Wi, A, B) -> (N, Hi*Wi*A, B)
-            x.view(x.shape[0], -1, self.anchor_generator.box_dim, x.shape[-2], x.shape[-1])
-            .permute(0, 3, 4, 1, 2)
-            .flatten(1, -2)
-            for x in pred_anchor_deltas
-        ]
+        def head():
+            pred_objectness_logits, pred_anchor_deltas = self.rpn_head(features)
+            pred_objectness_logits = [
+                # (N, A, Hi, Wi) -> (N, Hi, Wi, A) -> (N, Hi*Wi*A)
+                score.permute(0, 2, 3, 1).flatten(1)
+                for score in pred_objectness_logits
+            ]
+            pred_anchor_deltas = [
+                # (N, A*B, Hi, Wi) -> (N, A, B, Hi, Wi) -> (N, Hi, Wi, A, B) -> (N, Hi*Wi*A, B)
+                x.view(x.shape[0], -1, self.anchor_generator.box_dim, x.shape[-2], x.shape[-1])
+                .permute(0, 3, 4, 1, 2)
+                .flatten(1, -2)
+                for x in pred_anchor_deltas
+            ]
+            return pred_objectness_logits, pred_anchor_deltas
+
+        # A stage point: a trace may re-select proposals from these without re-running the head.
+        pred_objectness_logits, pred_anchor_deltas = run_stage("rpn_head", head)
 
         if self.training:
             if gt_instances is None:
