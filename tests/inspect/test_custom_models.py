@@ -192,9 +192,16 @@ def test_backbone_override_is_what_the_heads_saw():
     assert all(torch.equal(direct[k], tr.backbone.features[k]) for k in direct)
 
 
-def test_registered_custom_roi_head_and_meta_architecture():
+def _register(registry, name, cls, request):
+    """Register ``cls`` as a user would, and take it out again after the test (other tests check
+    that every registered architecture is covered)."""
+    registry.register(type(name, (cls,), {}))
+    request.addfinalizer(lambda: registry._obj_map.pop(name, None))
+
+
+def test_registered_custom_roi_head_and_meta_architecture(request):
     heads_name, arch_name = f"TopProposalsHeads{next(_names)}", f"NotedRCNN{next(_names)}"
-    ROI_HEADS_REGISTRY.register(type(heads_name, (TopProposalsHeads,), {}))
+    _register(ROI_HEADS_REGISTRY, heads_name, TopProposalsHeads, request)
 
     class NotedRCNN(GeneralizedRCNN):
         """A meta-architecture subclass: dimmer input, and a note on every output."""
@@ -210,7 +217,7 @@ def test_registered_custom_roi_head_and_meta_architecture():
                 o["note"] = "noted"
             return outputs
 
-    META_ARCH_REGISTRY.register(type(arch_name, (NotedRCNN,), {}))
+    _register(META_ARCH_REGISTRY, arch_name, NotedRCNN, request)
     cfg = _cfg(**{"MODEL.ROI_HEADS.NAME": heads_name, "MODEL.META_ARCHITECTURE": arch_name})
     tr = _check(_model(cfg), stock=_model())
     assert all(o["note"] == "noted" for o in tr.outputs)
