@@ -94,3 +94,17 @@ def test_needs_a_cfg_for_non_model_inputs_and_names_bad_ones(tmp_path):
         wi.trace(predictor, [dicts[0], 3.5])
     with pytest.raises(TypeError, match="uint8"):
         wi.trace(predictor, np.zeros((8, 8, 3), np.float32))
+
+
+def test_explorer_of_a_predictor_and_dataset_dicts_shows_the_scored_pass():
+    from workbench import vis
+    from workbench.data import MetadataCatalog
+
+    predictor, dicts = shapes()
+    ex = vis.TraceExplorer(predictor, dicts[:1], MetadataCatalog.get("shapes_val"))
+    tr = ex.detections.trace
+    assert tr.preprocess.image_sizes[0] != (dicts[0]["height"], dicts[0]["width"])
+    assert_same(tr.outputs[0], wi.trace(predictor, dicts[0]).outputs[0])
+    label, row = ex.masks.controls["detection"].options[0]
+    cls = int(tr.outputs[0]["instances"].pred_classes[0])
+    assert row == 0 and tr.class_names[cls] in label

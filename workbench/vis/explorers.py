@@ -2,8 +2,8 @@
 
 ::
 
-    tr = wi.trace(model, inputs)
-    ex = TraceExplorer(model, tr, MetadataCatalog.get("shapes_val"))
+    tr = wi.trace(predictor, DatasetCatalog.get("shapes_val")[:3])   # the pass that was scored
+    ex = TraceExplorer(predictor, tr, MetadataCatalog.get("shapes_val"))
     ex                                  # in JupyterLab: tabs, sliders, the picture
     ex.detections.set(score_thresh=0.7, classes=[0, 2])   # same as moving the widgets
     ex.detections.last.drawn["boxes"]   # what is on screen now
@@ -43,6 +43,22 @@ def _widgets():
 
 def _input_format(model) -> str:
     return getattr(model, "input_format", None) or "BGR"
+
+
+def scored_trace(model, trace):
+    """(model, trace) for an explorer: ``trace`` may be a Trace, or inputs to trace first with
+    ``model``, e.g. a ``DefaultPredictor`` and dataset dicts (the pass that was scored); a
+    predictor gives its model."""
+    from workbench import inspect as wi
+
+    if not isinstance(trace, wi.Trace):
+        import torch
+
+        with torch.no_grad():
+            trace = wi.trace(model, trace)
+    if not hasattr(model, "training") and hasattr(model, "model"):  # a DefaultPredictor
+        model = model.model
+    return model, trace
 
 
 def _class_names(metadata, n: int) -> List[str]:
@@ -158,6 +174,7 @@ class DetectionExplorer(Explorer):
     def __init__(self, model, trace, metadata=None, *, input_format: Optional[str] = None,
                  max_topk: int = 300):
         super().__init__()
+        model, trace = scored_trace(model, trace)
         if trace.architecture not in ("rcnn", "panoptic_fpn", "retinanet"):
             raise ValueError(f"DetectionExplorer needs detections; a {trace.architecture} trace has "
                              "none (use ProposalExplorer / FeatureExplorer).")
@@ -410,7 +427,12 @@ class _DetectionViewExplorer(Explorer):
     def _options(self, image: int):
         inst = self.trace.outputs[image]["instances"]
         scores = inst.scores.cpu().numpy() if inst.has("scores") else np.zeros(len(inst))
-        return [(f"{r}: score {scores[r]:.2f}", r) for r in range(len(inst))] or [("(no detections)", -1)]
+        classes = inst.pred_classes.tolist() if inst.has("pred_classes") else [None] * len(inst)
+        names = self.trace.class_names
+        label = [names[c] if names and c is not None and 0 <= c < len(names) else f"class {c}"
+                 for c in classes]
+        return [(f"{r}: {label[r]} {scores[r]:.2f}", r) for r in range(len(inst))] \
+            or [("(no detections)", -1)]
 
     def _image_changed(self, change) -> None:
         with self.hold():
@@ -511,10 +533,14 @@ def _empty(text: str):
 
 class TraceExplorer:
     """Tabs for features, proposals, detections, masks, keypoints and segmentation (those the model has),
-    sharing one image selector. ``explorer.tabs[name]`` is each tab's explorer."""
+    sharing one image selector. ``explorer.tabs[name]`` is each tab's explorer.
+
+    ``trace`` is a Trace, or what to trace: ``TraceExplorer(predictor, dataset_dicts, metadata)``
+    explores the pass the evaluator scored."""
 
     def __init__(self, model, trace, metadata=None, *, input_format: Optional[str] = None):
         w = _widgets()
+        model, trace = scored_trace(model, trace)
         fmt = input_format or _input_format(model)
         self.tabs: Dict[str, Explorer] = {"features": FeatureExplorer(trace, model)}
         if trace.rpn is not None:

@@ -295,7 +295,7 @@ def mask_logits_view(tr, index: int, *, image: int = 0, input_format: str = "BGR
     out = PlotImage(1, 3, panel=2.6)
     lim = float(np.abs(logits).max()) or 1.0
     out.axes[0].imshow(logits, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-    out.axes[0].set_title(f"logits {logits.shape[0]}x{logits.shape[1]} (class {d.cls})", fontsize=8)
+    out.axes[0].set_title(f"logits {logits.shape[0]}x{logits.shape[1]} ({d.class_name})", fontsize=8)
     out.axes[1].imshow(1 / (1 + np.exp(-logits)), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
     out.axes[1].set_title("sigmoid", fontsize=8)
     shown = crop.astype(np.float32)
