@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from workbench.modeling.recording import SKIP
 from workbench.structures import Instances
 
-from .trace import Trace, _check_model, _forward, _to_device, _unwrap
+from .trace import Trace, _check_model, _device_of, _forward, _to_device, _unwrap
 
 __all__ = ["resume", "rethreshold"]
 
@@ -68,7 +68,7 @@ def resume(model: nn.Module, tr: Trace, *, features: Optional[Dict[str, Tensor]]
         raise ValueError("resume() takes exactly one of features=, proposals=, detections=.")
     model, _ = _unwrap(model, None)
     _check_model(model)
-    like = model.pixel_mean
+    like = _device_of(model)
     if features is not None:
         if not isinstance(features, dict):
             raise TypeError(f"features must be a dict name -> (N, C, H, W), got "

@@ -20,6 +20,7 @@ Shape legend: N images; Oi final detections of image i (``outputs[i]["instances"
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -356,11 +357,17 @@ def _class_names(cfg, class_names):
     return None
 
 
-def _to_device(instances, like: Tensor, what: str) -> List[Instances]:
+def _device_of(model: nn.Module) -> torch.device:
+    for t in itertools.chain(model.buffers(), model.parameters()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _to_device(instances, device: torch.device, what: str) -> List[Instances]:
     if not isinstance(instances, (list, tuple)) or not all(isinstance(x, Instances) for x in instances):
         raise TypeError(f"{what} must be a list with one Instances per image, got "
                         f"{type(instances).__name__}.")
-    return [x.to(like.device) for x in instances]
+    return [x.to(device) for x in instances]
 
 
 def _forward(model: nn.Module, batch, ground_truth, *, substitutes=None, seed=(), detections=None,
@@ -469,11 +476,11 @@ def trace(model: Union[nn.Module, Any], inputs: Any, *, cfg=None,
     substitutes: Dict[str, Any] = {}
     required = []
     if proposals is not None:
-        substitutes["proposals"] = _to_device(proposals, model.pixel_mean, "proposals")
+        substitutes["proposals"] = _to_device(proposals, _device_of(model), "proposals")
         required.append("proposals")
     if detections_only:
         substitutes.update(given_boxes=SKIP, sem_seg_head=SKIP)
-    dets = None if detections is None else _to_device(detections, model.pixel_mean, "detections")
+    dets = None if detections is None else _to_device(detections, _device_of(model), "detections")
 
     def ground_truth(scales):
         return [ground_truth_from_input(g, b, s) for g, b, s in zip(given, batch, scales)]
