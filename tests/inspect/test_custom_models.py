@@ -241,3 +241,92 @@ def test_a_forward_without_stage_points_still_traces_its_outputs():
     assert tr.rpn is not None and tr.box is not None  # the parts still record
     with pytest.raises(ValueError, match="never reached the stage point 'proposals'"):
         wi.trace(model, tiny_inputs(), proposals=[p[:5] for p in tr.rpn.proposals])
+
+
+class OwnInference(StandardROIHeads):
+    """A predictor whose inference is replaced: no box selection is recorded."""
+
+    def _forward_box(self, features, proposals):
+        maps = [features[f] for f in self.box_in_features]
+        predictions = self.box_predictor(self.box_head(
+            self.box_pooler(maps, [p.proposal_boxes for p in proposals])))
+        boxes = self.box_predictor.predict_boxes(predictions, proposals)
+        scores = self.box_predictor.predict_probs(predictions, proposals)
+        return fast_rcnn_inference(boxes, scores, [p.image_size for p in proposals], 0.0, 0.5, 50)[0]
+
+
+def test_rethreshold_never_falls_back_to_another_selection():
+    model = _model(roi_heads_cls=OwnInference)
+    tr = _check(model)
+    with pytest.raises(ValueError, match="no recorded selection"):
+        wi.rethreshold(model, tr, nms_thresh=0.1)
+    assert model.proposal_generator.nms_thresh == 0.7  # untouched
+
+
+def test_resume_keeps_what_the_trace_was_given():
+    model, inputs = _model(), tiny_inputs()
+    with torch.no_grad():
+        tr = wi.trace(model, inputs)
+        given = wi.trace(model, inputs, proposals=[p[:3] for p in tr.proposals])
+        dets = wi.trace(model, inputs, detections=[x[:2] for x in tr.box.instances])
+    again = wi.resume(model, given, features=dict(given.backbone.features))
+    assert [len(p) for p in again.proposals] == [3, 3] and again.rpn is None
+    assert_same(again.outputs, given.outputs)
+    again = wi.resume(model, dets, features=dict(dets.backbone.features))
+    assert_same(again.outputs, dets.outputs)
+
+
+def test_a_wrapper_running_the_model_per_image_is_refused_not_mixed_up():
+    model = _model()
+
+    class PerImage(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, batch):
+            return [o for b in batch for o in self.inner([b])]
+
+    with pytest.raises(ValueError, match="ran 2 times"):
+        wi.trace(PerImage(model).eval(), tiny_inputs())
+
+
+def test_a_cascade_stage_that_records_nothing_leaves_the_box_branch_out():
+    from inspect_fixtures import tiny_cfg
+    from workbench.modeling.roi_heads.cascade_rcnn import CascadeROIHeads
+
+    class QuietStages(CascadeROIHeads):
+        def _run_stage(self, features, proposals, stage):
+            x = self.box_pooler(features, [p.proposal_boxes for p in proposals])
+            return self.box_predictor[stage](self.box_head[stage](x))
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("cascade")).eval()
+    model.roi_heads.__class__ = QuietStages
+    tr = _check(model)
+    assert tr.box is None and "box" in tr.unavailable
+
+
+def test_training_mode_records_and_substitutes_nothing():
+    from workbench.modeling.recording import record_stages
+    from workbench.utils.events import EventStorage
+
+    from inspect_fixtures import tiny_cfg
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("faster_rcnn_fpn")).train()
+    try:
+        with record_stages(substitutes={"backbone": None}) as rec, EventStorage():
+            losses = model(tiny_inputs(with_gt=True))
+    finally:
+        model.eval()
+    assert rec.entries == [] and not rec.used and all(torch.isfinite(v) for v in losses.values())
+
+
+def test_rethreshold_and_resume_refuse_another_model():
+    a, b = _model(), _model()
+    tr = wi.trace(a, tiny_inputs())
+    with pytest.raises(ValueError, match="another model"):
+        wi.rethreshold(b, tr, score_thresh=0.3)
+    with pytest.raises(ValueError, match="another model"):
+        wi.resume(b, tr, features=dict(tr.backbone.features))

@@ -108,3 +108,17 @@ def test_explorer_of_a_predictor_and_dataset_dicts_shows_the_scored_pass():
     label, row = ex.masks.controls["detection"].options[0]
     cls = int(tr.outputs[0]["instances"].pred_classes[0])
     assert row == 0 and tr.class_names[cls] in label
+
+
+def test_trace_of_a_predictor_uses_the_predictors_own_inputs():
+    predictor, dicts = shapes()
+    bgr = read_image(dicts[0]["file_name"], "BGR")
+    saved = predictor.aug
+    try:
+        predictor.aug = type(saved)([256, 256], 1000)  # another test-time size
+        tr = wi.trace(predictor, bgr)
+        assert min(tr.preprocess.image_sizes[0]) == 256
+        with torch.no_grad():
+            assert_same(tr.outputs[0], predictor(bgr))
+    finally:
+        predictor.aug = saved

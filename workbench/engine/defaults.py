@@ -41,7 +41,6 @@ __all__ = [
     "default_setup", "default_writers",
 ]
 
-_FORMATS = INPUT_FORMATS
 
 
 class DefaultPredictor:
@@ -76,16 +75,25 @@ class DefaultPredictor:
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg.clone()  # the model may modify its cfg
-        self.input_format = self.cfg.INPUT.FORMAT
-        if self.input_format not in _FORMATS:
-            raise ValueError(
-                f"DefaultPredictor supports cfg.INPUT.FORMAT in {_FORMATS}, got {self.input_format!r}."
-            )
+        if self.cfg.INPUT.FORMAT not in INPUT_FORMATS:
+            raise ValueError(f"DefaultPredictor supports cfg.INPUT.FORMAT in {INPUT_FORMATS}, got "
+                             f"{self.cfg.INPUT.FORMAT!r}.")
         # The test-time inputs, shared with workbench.inspect.trace (the pass that was scored).
         self.inputs = InferenceInputs(self.cfg)
         self.model = build_model(self.cfg)
         self.model.eval()
         DetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+
+    @property
+    def input_format(self) -> str:
+        """``cfg.INPUT.FORMAT``, the channel order the model is given (shared with :attr:`inputs`)."""
+        return self.inputs.input_format
+
+    @input_format.setter
+    def input_format(self, value: str) -> None:
+        if value not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {value!r}.")
+        self.inputs.input_format = value
 
     @property
     def aug(self):

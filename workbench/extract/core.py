@@ -377,6 +377,9 @@ def extract(model: nn.Module, source: Union[str, os.PathLike, Sequence[ImageReco
         raise ValueError(f"input_format must be 'BGR', 'RGB' or 'L', got {input_format!r}.")
     if model.training:
         raise RuntimeError("extract() needs model.eval().")
+    if ("detections" in features or "det_logits" in features) and not any(
+            getattr(model, part, None) is not None for part in ("roi_heads", "proposal_generator", "head")):
+        raise ValueError(f"{type(model).__name__} has no detection heads; extract 'fpn_pooled' or 'fpn'.")
     dtype = np.dtype(float_dtype)
     records = list(source) if isinstance(source, (list, tuple)) else list_images(source, image_root)
     out = Path(out_dir)

@@ -315,7 +315,7 @@ def _dense(tr: "Trace", image: int, prov: Provenance) -> Provenance:
             y, x = prov.anchor_yxa[sel, 0], prov.anchor_yxa[sel, 1]
             emb[sel] = d.head_features[lvl][image][:, y, x].T  # (C, M) -> (M, C)
     prov.embeddings = emb
-    prov.probs = prov.logits.sigmoid()
+    prov.probs = d.scores_of(prov.logits)
     return prov
 
 

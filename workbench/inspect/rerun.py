@@ -22,13 +22,26 @@ from .trace import Trace, _check_model, _device_of, _forward, _to_device, _unwra
 __all__ = ["resume", "rethreshold"]
 
 
+def _check_same_model(model: nn.Module, tr: Trace) -> None:
+    traced = tr.model_ref() if tr.model_ref is not None else None
+    if traced is not None and traced is not model:
+        raise ValueError(f"This trace was made with another model ({type(traced).__name__} at "
+                         f"{id(traced):#x}); resume / rethreshold run the forward of the model it "
+                         "traced.")
+
+
 def _rerun(model: nn.Module, tr: Trace, order: int, *, substitutes=None, detections=None,
            grad: bool = False) -> Trace:
-    """The forward of ``tr`` again, resumed at recorder position ``order``."""
+    """The forward of ``tr`` again, resumed at recorder position ``order``; proposals or
+    detections the trace was given stay given unless replaced."""
     if tr.recorder is None:
         raise ValueError("This trace holds no recorder to resume from.")
     reuse, seed = tr.recorder.resume_at(order)
     reuse.update(substitutes or {})
+    if tr.given_proposals is not None:
+        reuse.setdefault("proposals", tr.given_proposals)
+    if detections is None:
+        detections = tr.given_detections
     if tr.detections_only:
         reuse.setdefault("given_boxes", SKIP)
         reuse.setdefault("sem_seg_head", SKIP)
@@ -36,7 +49,8 @@ def _rerun(model: nn.Module, tr: Trace, order: int, *, substitutes=None, detecti
                     class_names=tr.class_names, iou_thresh=tr.iou_thresh,
                     detections_only=tr.detections_only,
                     bottom_up=tr.backbone.bottom_up if tr.backbone is not None else None,
-                    required=list(substitutes or {}))
+                    required=list(substitutes or {}),
+                    given_proposals=(substitutes or {}).get("proposals", tr.given_proposals))
 
 
 def _stage_entry(tr: Trace, kind: str, what: str):
@@ -66,7 +80,8 @@ def resume(model: nn.Module, tr: Trace, *, features: Optional[Dict[str, Tensor]]
     given = [x is not None for x in (features, proposals, detections)]
     if sum(given) != 1:
         raise ValueError("resume() takes exactly one of features=, proposals=, detections=.")
-    model, _ = _unwrap(model, None)
+    model = _unwrap(model, None)[0]
+    _check_same_model(model, tr)
     _check_model(model)
     like = _device_of(model)
     if features is not None:
@@ -132,14 +147,13 @@ def rethreshold(model: nn.Module, tr: Trace, *, score_thresh: Optional[float] = 
               "topk": _check_count("topk", topk),
               "topk_candidates": _check_count("topk_candidates", topk_candidates)}
     values = {k: v for k, v in values.items() if v is not None}
-    model, _ = _unwrap(model, None)
+    model = _unwrap(model, None)[0]
+    _check_same_model(model, tr)
     _check_model(model)
     rec = tr.recorder
-    entry = None
-    for kind in ("box_selection", "dense", "rpn_selection"):
-        entry = rec.entry(kind) if rec is not None else None
-        if entry is not None:
-            break
+    # The selection that made the final outputs: the RPN's only for an RPN-only model.
+    kind = {"retinanet": "dense", "rpn": "rpn_selection"}.get(tr.architecture, "box_selection")
+    entry = rec.entry(kind) if rec is not None else None
     if entry is None:
         raise ValueError(f"A {tr.architecture} trace has no recorded selection to re-threshold"
                          f"{tr.why_unavailable('box.selection') or tr.why_unavailable('box')}.")

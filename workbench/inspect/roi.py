@@ -127,6 +127,9 @@ def roi_features(model: nn.Module, source: Union[Trace, List[Dict[str, Any]]],
                                proposal_boxes=b, objectness_logits=torch.zeros(len(b), device=b.device))
                      for b, size in zip(box_lists, pre.image_sizes)]
             box = S.box_head(model, pre, feats, props)
+            if not -len(box.stages) <= stage < len(box.stages):
+                raise ValueError(f"stage must index the box branch's {len(box.stages)} passes, got "
+                                 f"{stage}.")
             st = box.stages[stage]
             return RoiFeatures(boxes=[p.proposal_boxes.tensor for p in st.proposals],
                                pooled=st.pooled, level=st.pooler_level,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -89,7 +90,10 @@ class Trace:
     loss_scalars: Optional[Dict[str, float]] = None
     captured: Optional[Captured] = None
     detections_only: bool = False
+    given_proposals: Optional[List[Instances]] = field(default=None, repr=False)
+    given_detections: Optional[List[Instances]] = field(default=None, repr=False)
     recorder: Optional[StageRecorder] = field(default=None, repr=False)
+    model_ref: Any = field(default=None, repr=False)  # weakref to the model traced
     _cache: Dict[tuple, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -304,10 +308,11 @@ def _unavailable(model: nn.Module, tr: Trace, rec: StageRecorder) -> Dict[str, s
 # -- running -------------------------------------------------------------------------------------
 
 def _unwrap(model, cfg):
-    """(model, cfg) from a model or a DefaultPredictor (which carries its cfg)."""
+    """(model, cfg, test-time inputs or None) from a model or a DefaultPredictor (which carries
+    its cfg and the inputs it makes)."""
     if not isinstance(model, nn.Module) and hasattr(model, "model") and hasattr(model, "cfg"):
-        return model.model, cfg if cfg is not None else model.cfg
-    return model, cfg
+        return model.model, cfg if cfg is not None else model.cfg, getattr(model, "inputs", None)
+    return model, cfg, None
 
 
 def _check_model(model: nn.Module) -> None:
@@ -321,9 +326,10 @@ def _check_model(model: nn.Module) -> None:
         )
 
 
-def _as_batch(inputs, cfg) -> tuple:
+def _as_batch(inputs, cfg, make=None) -> tuple:
     """(model input dicts, what was given per image): the test-time transform for dataset
-    dicts, image paths and arrays (:class:`~workbench.data.test_time.InferenceInputs`)."""
+    dicts, image paths and arrays (``make``, a predictor's
+    :class:`~workbench.data.test_time.InferenceInputs`, else one of ``cfg``)."""
     import numpy as np
     import os
 
@@ -335,13 +341,14 @@ def _as_batch(inputs, cfg) -> tuple:
     items = list(inputs)
     if all(isinstance(x, dict) and "image" in x for x in items):
         return items, items
-    if cfg is None:
-        raise ValueError("Tracing dataset dicts, image paths or arrays applies the test-time "
-                         "transform of a cfg (INPUT.FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST): pass "
-                         "cfg=..., or a DefaultPredictor instead of the model.")
-    from workbench.data.test_time import InferenceInputs
+    if make is None:
+        if cfg is None:
+            raise ValueError("Tracing dataset dicts, image paths or arrays applies the test-time "
+                             "transform of a cfg (INPUT.FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST): "
+                             "pass cfg=..., or a DefaultPredictor instead of the model.")
+        from workbench.data.test_time import InferenceInputs
 
-    make = InferenceInputs(cfg)
+        make = InferenceInputs(cfg)
     return [make(x, i) for i, x in enumerate(items)], items
 
 
@@ -372,7 +379,7 @@ def _to_device(instances, device: torch.device, what: str) -> List[Instances]:
 
 def _forward(model: nn.Module, batch, ground_truth, *, substitutes=None, seed=(), detections=None,
              grad=False, capture_names=None, class_names=None, iou_thresh=0.5,
-             detections_only=False, bottom_up=None, required=()) -> Trace:
+             detections_only=False, bottom_up=None, required=(), given_proposals=None) -> Trace:
     """Run the model's forward under a recorder and build the :class:`Trace` of it."""
     with contextlib.ExitStack() as ctx:
         ctx.enter_context(torch.set_grad_enabled(grad))
@@ -386,6 +393,12 @@ def _forward(model: nn.Module, batch, ground_truth, *, substitutes=None, seed=()
             outputs = model.inference(batch, detected_instances=detections)
         else:
             outputs = model(batch)
+    seen = [e.kind for e in rec.entries[len(seed):] if e.stage_point]
+    repeated = sorted({k for k in seen if seen.count(k) > 1})
+    if repeated:
+        raise ValueError(f"The stage point {repeated[0]!r} ran {seen.count(repeated[0])} times in one "
+                         f"call of {type(model).__name__}: a trace follows one forward pass (a "
+                         "wrapper that runs the model per image? trace the model itself).")
     missing = [k for k in required if k not in rec.used]
     if missing:
         raise ValueError(f"{type(model).__name__}'s forward never reached the stage point "
@@ -396,6 +409,8 @@ def _forward(model: nn.Module, batch, ground_truth, *, substitutes=None, seed=()
     tr = _from_records(model, rec, batch, outputs, bottom_up, ground_truth, class_names,
                        iou_thresh, detections_only)
     tr.captured = cap
+    tr.given_proposals, tr.given_detections = given_proposals, detections
+    tr.model_ref = weakref.ref(model)
     return tr
 
 
@@ -466,13 +481,14 @@ def trace(model: Union[nn.Module, Any], inputs: Any, *, cfg=None,
         detections_only: skip the mask, keypoint and semantic heads (their stage points);
             ``outputs`` then hold boxes, scores and classes only, equal to the model's.
     """
-    model, cfg = _unwrap(model, cfg)
+    # A predictor's own test-time inputs, unless another cfg is given.
+    model, cfg, make = _unwrap(model, cfg) if cfg is None else (*_unwrap(model, cfg)[:2], None)
     _check_model(model)
     if not (0.0 < float(iou_thresh) <= 1.0):
         raise ValueError(f"iou_thresh must be in (0, 1], got {iou_thresh}.")
     if detections is not None and (proposals is not None or detections_only):
         raise ValueError("detections= excludes proposals= and detections_only=True.")
-    batch, given = _as_batch(inputs, cfg)
+    batch, given = _as_batch(inputs, cfg, make)
     substitutes: Dict[str, Any] = {}
     required = []
     if proposals is not None:
@@ -487,7 +503,8 @@ def trace(model: Union[nn.Module, Any], inputs: Any, *, cfg=None,
 
     tr = _forward(model, batch, ground_truth, substitutes=substitutes, detections=dets, grad=grad,
                   capture_names=capture, class_names=_class_names(cfg, class_names),
-                  iou_thresh=float(iou_thresh), detections_only=detections_only, required=required)
+                  iou_thresh=float(iou_thresh), detections_only=detections_only, required=required,
+                  given_proposals=substitutes.get("proposals"))
     if losses:
         tr.losses, tr.loss_scalars = _compute_losses(model, batch, grad)
     return tr

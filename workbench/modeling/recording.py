@@ -108,9 +108,6 @@ class StageRecorder:
         seed = [e for e in self.entries if e.order < order]
         return {e.kind: e.value for e in seed if e.stage_point}, seed
 
-    def unused_substitutes(self) -> List[str]:
-        return [k for k in self.substitutes if k not in self.used]
-
     def __repr__(self) -> str:
         return f"StageRecorder({[e.kind for e in self.entries]})"
 
@@ -127,14 +124,21 @@ def record_stages(*, substitutes: Optional[Dict[str, Any]] = None,
         _ACTIVE.reset(token)
 
 
-def active_recorder() -> Optional[StageRecorder]:
-    """The recorder of the enclosing :func:`record_stages`, or None (then record nothing)."""
+def active_recorder(owner: Optional[nn.Module] = None) -> Optional[StageRecorder]:
+    """The recorder of the enclosing :func:`record_stages`, or None (then record nothing).
+
+    Args:
+        owner: the module asking; a module in training mode never records (records and
+            substitutions are for inference).
+    """
+    if owner is not None and owner.training:
+        return None
     return _ACTIVE.get()
 
 
-def put_record(kind: str, value: Any) -> None:
-    """Put ``value`` into the active recorder, if any."""
-    rec = _ACTIVE.get()
+def put_record(kind: str, value: Any, owner: Optional[nn.Module] = None) -> None:
+    """Put ``value`` into the active recorder, if any (and ``owner`` is in eval mode)."""
+    rec = active_recorder(owner)
     if rec is not None:
         rec.put(kind, value)
 
@@ -142,14 +146,16 @@ def put_record(kind: str, value: Any) -> None:
 _REQUIRED = object()
 
 
-def run_stage(name: str, compute: Callable[[], T], *, skipped: Any = _REQUIRED) -> T:
+def run_stage(name: str, compute: Callable[[], T], *, skipped: Any = _REQUIRED,
+              owner: Optional[nn.Module] = None) -> T:
     """A named stage point of a forward: ``compute()``, unless the recorder substitutes it.
 
     With a recorder active, the value (computed or substituted) is recorded under ``name``.
     An optional stage gives ``skipped``: then a substitute of ``SKIP`` returns that value
-    without computing (a required stage ignores ``SKIP`` and computes).
+    without computing (a required stage ignores ``SKIP`` and computes). An ``owner`` in
+    training mode just computes.
     """
-    rec = _ACTIVE.get()
+    rec = active_recorder(owner)
     if rec is None:
         return compute()
     start = rec.mark()

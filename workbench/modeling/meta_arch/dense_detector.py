@@ -21,7 +21,7 @@ Boxes are XYXY in absolute pixels of the resized input image (``ImageList.image_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -94,6 +94,8 @@ class DenseRecord:
             put none); read through ``candidates``, ``candidate_level``, ``candidate_anchor``,
             ``nms_kept``, ``instances`` and ``det_candidate``.
         settings: score_thresh, nms_thresh, topk and topk_candidates as used.
+        scores_of: the model's map from logits to the scores its selection used (a sigmoid for
+            RetinaNet).
     """
 
     in_features: List[str]
@@ -104,6 +106,7 @@ class DenseRecord:
     selections: Optional[List[DenseSelection]]
     instances: List[Instances]
     settings: SelectionSettings
+    scores_of: Callable[[Tensor], Tensor] = torch.sigmoid
 
     def _per_image(self, name: str) -> List[Any]:
         if self.selections is None:
@@ -177,13 +180,13 @@ class DenseDetector(PixelNormalizer, nn.Module):
                 format's channel order), "instances" (ground truth, training only) and optionally
                 "height"/"width" (output size at inference).
         """
-        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs))
-        features = run_stage("backbone", lambda: self.backbone(images.tensor))
+        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs), owner=self)
+        features = run_stage("backbone", lambda: self.backbone(images.tensor), owner=self)
         features = [features[f] for f in self.head_in_features]
         if self.training:
             predictions = self.head(features)
         else:
-            predictions = run_stage("dense_head", lambda: self.head(features))
+            predictions = run_stage("dense_head", lambda: self.head(features), owner=self)
 
         if self.training:
             if "instances" not in batched_inputs[0]:
@@ -266,7 +269,7 @@ class DenseDetector(PixelNormalizer, nn.Module):
         topk_idxs = topk_idxs[idxs]
         anchor_idxs, classes_idxs = topk_idxs.unbind(dim=1)
 
-        put_record("dense_level_anchors", anchor_idxs)  # kept only under a stage recorder
+        put_record("dense_level_anchors", anchor_idxs, self)  # kept only under a stage recorder
         pred_boxes = self.box2box_transform.apply_deltas(
             pred_deltas[anchor_idxs], anchors.tensor[anchor_idxs]
         )

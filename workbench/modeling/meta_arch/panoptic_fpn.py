@@ -157,13 +157,14 @@ class PanopticFPN(GeneralizedRCNN):
                 "PanopticFPN.inference's second argument is detected_instances; pass "
                 "do_postprocess by keyword."
             )
-        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs))
-        features = run_stage("backbone", lambda: self.backbone(images.tensor))
+        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs), owner=self)
+        features = run_stage("backbone", lambda: self.backbone(images.tensor), owner=self)
         # (N, C, Hp, Wp); None when a trace skips it (detections only)
         sem_seg_results = run_stage("sem_seg_head", lambda: self.sem_seg_head(features, None)[0],
-                                    skipped=None)
+                                    skipped=None, owner=self)
         if detected_instances is None:
-            proposals = run_stage("proposals", lambda: self.propose(images, features, batched_inputs))
+            proposals = run_stage("proposals", lambda: self.propose(images, features, batched_inputs),
+                                  owner=self)
             detector_results, _ = self.roi_heads(images, features, proposals, None)
         else:
             detected_instances = [x.to(self.device) for x in detected_instances]

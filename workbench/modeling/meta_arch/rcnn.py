@@ -167,11 +167,12 @@ class GeneralizedRCNN(PixelNormalizer, nn.Module):
         if self.training:
             raise RuntimeError("inference() needs model.eval(); the model is in training mode.")
         # Stage points (workbench.modeling.recording): a trace records them and may resume here.
-        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs))
-        features = run_stage("backbone", lambda: self.backbone(images.tensor))
+        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs), owner=self)
+        features = run_stage("backbone", lambda: self.backbone(images.tensor), owner=self)
 
         if detected_instances is None:
-            proposals = run_stage("proposals", lambda: self.propose(images, features, batched_inputs))
+            proposals = run_stage("proposals", lambda: self.propose(images, features, batched_inputs),
+                                  owner=self)
             results, _ = self.roi_heads(images, features, proposals, None)
         else:
             detected_instances = [x.to(self.device) for x in detected_instances]
@@ -225,8 +226,8 @@ class ProposalNetwork(PixelNormalizer, nn.Module):
     def forward(self, batched_inputs: List[Dict]):
         if self.training:
             get_event_storage()
-        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs))
-        features = run_stage("backbone", lambda: self.backbone(images.tensor))
+        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs), owner=self)
+        features = run_stage("backbone", lambda: self.backbone(images.tensor), owner=self)
 
         if "instances" in batched_inputs[0]:
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]

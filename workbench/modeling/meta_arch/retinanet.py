@@ -262,7 +262,7 @@ class RetinaNet(DenseDetector):
         )
         anchors = self.anchor_generator(features)
         results: List[Instances] = []
-        rec = active_recorder()
+        rec = active_recorder(self)
         mark = rec.mark() if rec is not None else 0
         for img_idx, image_size in enumerate(images.image_sizes):
             # detectron2 uses the in-place sigmoid_() here; the out-of-place one gives the same
@@ -278,7 +278,7 @@ class RetinaNet(DenseDetector):
                 in_features=list(self.head_in_features), anchors=anchors, logits=pred_logits,
                 deltas=pred_anchor_deltas, head_features=tower,
                 selections=selections if len(selections) == len(results) else None,
-                instances=results, settings=self._test_settings()))
+                instances=results, settings=self._test_settings(), scores_of=torch.sigmoid))
         return results
 
     def _test_settings(self) -> SelectionSettings:
@@ -300,7 +300,7 @@ class RetinaNet(DenseDetector):
             box_delta: L tensors (Hi*Wi*A, 4).
             image_size: (height, width) of the resized input image.
         """
-        rec = active_recorder()
+        rec = active_recorder(self)
         mark = rec.mark() if rec is not None else 0
         pred = self._decode_multi_level_predictions(
             anchors, box_cls, box_delta, self.test_score_thresh, self.test_topk_candidates, image_size
@@ -428,5 +428,5 @@ class RetinaNetHead(nn.Module):
             tower.append(cls_features)
             logits.append(self.cls_score(cls_features))
             bbox_reg.append(self.bbox_pred(self.bbox_subnet(feature)))
-        put_record("dense_head_features", tower)  # kept only under a stage recorder
+        put_record("dense_head_features", tower, self)  # kept only under a stage recorder
         return logits, bbox_reg

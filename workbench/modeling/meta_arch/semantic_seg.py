@@ -105,8 +105,8 @@ class SemanticSegmentor(PixelNormalizer, nn.Module):
             batched_inputs: one dict per image with "image" ((C_in, H, W), 0-255), "sem_seg"
                 ((H, W) long class ids; needed in training) and optionally "height"/"width".
         """
-        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs))
-        features = run_stage("backbone", lambda: self.backbone(images.tensor))
+        images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs), owner=self)
+        features = run_stage("backbone", lambda: self.backbone(images.tensor), owner=self)
 
         if "sem_seg" in batched_inputs[0]:
             targets = _pad_sem_seg_targets(batched_inputs, self.pixel_mean, self.backbone,
@@ -117,7 +117,7 @@ class SemanticSegmentor(PixelNormalizer, nn.Module):
             targets = None
         if self.training:
             return self.sem_seg_head(features, targets)[1]
-        results = run_stage("sem_seg_head", lambda: self.sem_seg_head(features, targets)[0])
+        results = run_stage("sem_seg_head", lambda: self.sem_seg_head(features, targets)[0], owner=self)
 
         processed_results = []
         for result, input_per_image, image_size in zip(results, batched_inputs, images.image_sizes):

@@ -111,7 +111,8 @@ def find_top_rpn_proposals(
 
         topk_proposals.append(topk_proposals_i)
         topk_scores.append(topk_scores_i)
-        anchor_ids.append(topk_idx)
+        if return_selection:
+            anchor_ids.append(topk_idx)
         level_ids.append(
             torch.full((num_proposals_i,), level_id, dtype=torch.int64, device=device)
         )
@@ -120,7 +121,8 @@ def find_top_rpn_proposals(
     topk_scores = cat(topk_scores, dim=1)  # L x (N, K) -> (N, sum K)
     topk_proposals = cat(topk_proposals, dim=1)  # L x (N, K, 4) -> (N, sum K, 4)
     level_ids = cat(level_ids, dim=0)  # L x (K,) -> (sum K,)
-    anchor_ids = cat(anchor_ids, dim=1)  # L x (N, K) -> (N, sum K)
+    if return_selection:
+        anchor_ids = cat(anchor_ids, dim=1)  # L x (N, K) -> (N, sum K)
 
     # 3. Per image: filter, clip, NMS within each level, top-k.
     results: List[Instances] = []
@@ -129,7 +131,7 @@ def find_top_rpn_proposals(
         boxes = Boxes(topk_proposals[n])
         scores_per_img = topk_scores[n]
         lvl = level_ids
-        anchor = anchor_ids[n]
+        anchor = anchor_ids[n] if return_selection else None
 
         valid_mask = torch.isfinite(boxes.tensor).all(dim=1) & torch.isfinite(scores_per_img)
         if not valid_mask.all():
@@ -140,14 +142,16 @@ def find_top_rpn_proposals(
             boxes = boxes[valid_mask]
             scores_per_img = scores_per_img[valid_mask]
             lvl = lvl[valid_mask]
-            anchor = anchor[valid_mask]
+            if return_selection:
+                anchor = anchor[valid_mask]
         boxes.clip(image_size)
 
         # Drop empty (or too small) boxes.
         keep = boxes.nonempty(threshold=min_box_size)
         if keep.sum().item() != len(boxes):
             boxes, scores_per_img, lvl = boxes[keep], scores_per_img[keep], lvl[keep]
-            anchor = anchor[keep]
+            if return_selection:
+                anchor = anchor[keep]
 
         nms_keep = batched_nms(boxes.tensor, scores_per_img, lvl, nms_thresh)
         keep = nms_keep[:post_nms_topk]  # already sorted by decreasing score

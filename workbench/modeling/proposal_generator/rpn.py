@@ -446,7 +446,7 @@ class RPN(nn.Module):
             return pred_objectness_logits, pred_anchor_deltas
 
         # A stage point: a trace may re-select proposals from these without re-running the head.
-        pred_objectness_logits, pred_anchor_deltas = run_stage("rpn_head", head)
+        pred_objectness_logits, pred_anchor_deltas = run_stage("rpn_head", head, owner=self)
 
         if self.training:
             if gt_instances is None:
@@ -462,7 +462,7 @@ class RPN(nn.Module):
             )
         else:
             losses = {}
-        rec = active_recorder()
+        rec = active_recorder(self)
         mark = rec.mark() if rec is not None else 0
         proposals = self.predict_proposals(
             anchors, pred_objectness_logits, pred_anchor_deltas, images.image_sizes
@@ -495,7 +495,7 @@ class RPN(nn.Module):
             N ``Instances`` with at most ``post_nms_topk`` proposals each, sorted by
             decreasing objectness.
         """
-        rec = active_recorder()
+        rec = active_recorder(self)
         with torch.no_grad():
             pred_proposals = self._decode_proposals(anchors, pred_anchor_deltas)
             out = find_top_rpn_proposals(

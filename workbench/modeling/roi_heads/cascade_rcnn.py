@@ -184,7 +184,7 @@ class CascadeROIHeads(StandardROIHeads):
         pred_instances = self._forward_box(features, proposals)
         pred_instances = run_stage(
             "given_boxes", lambda: self.forward_with_given_boxes(features, pred_instances),
-            skipped=pred_instances)
+            skipped=pred_instances, owner=self)
         return pred_instances, {}
 
     def _forward_box(
@@ -208,7 +208,7 @@ class CascadeROIHeads(StandardROIHeads):
         head_outputs = []  # (predictor, predictions, proposals) per stage
         prev_pred_boxes = None
         image_sizes = [x.image_size for x in proposals]
-        rec = None if self.training else active_recorder()
+        rec = active_recorder(self)
         mark = rec.mark() if rec is not None else 0
         for k in range(self.num_cascade_stages):
             if k > 0:
@@ -244,9 +244,10 @@ class CascadeROIHeads(StandardROIHeads):
         pred_instances, _ = predictor.select(boxes, scores, image_sizes)
         if rec is not None:
             stages = rec.since(mark, "box_stage")
-            for stage, (p, pred, props), probs in zip(stages, head_outputs, scores_per_stage):
-                stage.boxes, stage.probs = list(p.predict_boxes(pred, props)), list(probs)
-            put_box_record(rec, stages, select_mark)
+            if len(stages) == len(head_outputs):  # else a custom stage recorded nothing
+                for stage, (p, pred, props), probs in zip(stages, head_outputs, scores_per_stage):
+                    stage.boxes, stage.probs = list(p.predict_boxes(pred, props)), list(probs)
+                put_box_record(rec, stages, select_mark)
         return pred_instances
 
     @torch.no_grad()
@@ -293,22 +294,24 @@ class CascadeROIHeads(StandardROIHeads):
     def _run_stage(self, features: List[torch.Tensor], proposals: List[Instances],
                    stage: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Pool, box head and predictor of one stage: ``(scores (R, K+1), deltas (R, 4))``."""
-        box_features = self.box_pooler(features, [x.proposal_boxes for x in proposals])  # (R, C, P, P)
-        # The original Cascade R-CNN averages the stage losses but scales up the heads'
-        # gradients; adding the losses and scaling down the gradient into the shared features
-        # is the same thing.
-        if self.training:
-            box_features = _ScaleGradient.apply(box_features, 1.0 / self.num_cascade_stages)
-        rec = None if self.training else active_recorder()
+        boxes = [x.proposal_boxes for x in proposals]
+        rec = active_recorder(self)
         if rec is None:
+            box_features = self.box_pooler(features, boxes)  # (R, C, P, P)
+            # The original Cascade R-CNN averages the stage losses but scales up the heads'
+            # gradients; adding the losses and scaling down the gradient into the shared
+            # features is the same thing.
+            if self.training:
+                box_features = _ScaleGradient.apply(box_features, 1.0 / self.num_cascade_stages)
             box_features = self.box_head[stage](box_features)  # (R, C, P, P) -> (R, D)
             return self.box_predictor[stage](box_features)
-        boxes = [x.proposal_boxes for x in proposals]
+        # Inference under a recorder: stage points, so that a trace can re-select without
+        # pooling or running the heads again.
         pool = LazyPooled(lambda b: self.box_pooler(features, b), boxes)
-        pool.keep_if_grad(box_features)
-        box_features = run_stage(f"box_features.{stage}", lambda: self.box_head[stage](box_features))
+        box_features = run_stage(f"box_features.{stage}", lambda: self.box_head[stage](
+            pool.keep_if_grad(self.box_pooler(features, boxes))), owner=self)
         predictions = run_stage(f"box_predictions.{stage}",
-                                lambda: self.box_predictor[stage](box_features))
+                                lambda: self.box_predictor[stage](box_features), owner=self)
         rec.put("box_stage", BoxStage(
             proposals=proposals, pool=pool, pooler_level=self.box_pooler.level_of(boxes),
             embeddings=box_features, logits=predictions[0], deltas=predictions[1],

@@ -502,7 +502,7 @@ class FastRCNNOutputLayers(nn.Module):
                image_shapes: List[Tuple[int, int]]) -> Tuple[List[Instances], List[torch.Tensor]]:
         """``fast_rcnn_inference`` with this layer's test settings (also for a cascade's
         stage-averaged scores); under a stage recorder, puts a ``"box_selection"`` record."""
-        rec = active_recorder()
+        rec = active_recorder(self)
         out = fast_rcnn_inference(
             boxes, scores, image_shapes, self.test_score_thresh, self.test_nms_thresh,
             self.test_topk_per_image, return_selection=rec is not None,

@@ -253,7 +253,7 @@ class BaseKeypointRCNNHead(nn.Module):
             )
             loss = keypoint_rcnn_loss(x, instances, normalizer=normalizer)
             return {"loss_keypoint": loss * self.loss_weight}
-        put_record("keypoint_heatmaps", x)  # (R, K, M, M), kept only under a stage recorder
+        put_record("keypoint_heatmaps", x, self)  # (R, K, M, M), kept only under a stage recorder
         keypoint_rcnn_inference(x, instances)
         return instances
 

@@ -225,7 +225,7 @@ class BaseMaskRCNNHead(nn.Module):
         x = self.layers(x)
         if self.training:
             return {"loss_mask": mask_rcnn_loss(x, instances, self.vis_period) * self.loss_weight}
-        put_record("mask_logits", x)  # (R, K, M, M), kept only under a stage recorder
+        put_record("mask_logits", x, self)  # (R, K, M, M), kept only under a stage recorder
         mask_rcnn_inference(x, instances)
         return instances
 

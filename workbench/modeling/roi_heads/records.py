@@ -40,7 +40,7 @@ class BoxSelection:
         roi_index: per image (Di,) the ROI each detection came from (all ROIs counted).
         instances: per image, the detections.
         settings: score_thresh, nms_thresh and topk as used (and where the model keeps them,
-            when the caller said so; see ``FastRCNNOutputLayers.inference``).
+            when the caller said so; see ``FastRCNNOutputLayers.select``).
     """
 
     boxes: List[Tensor]
@@ -219,6 +219,8 @@ class KeypointRecord:
 def put_box_record(rec, stages: List[BoxStage], mark: int) -> None:
     """Put the :class:`BoxRecord` of a box branch: its passes and the selection put since
     ``mark`` (the stage's ``boxes`` / ``probs`` default to what the selection was given)."""
+    if not stages:  # a custom pass that records nothing: the branch is not shown
+        return
     selection = rec.since(mark, "box_selection")
     selection = selection[-1] if selection else None
     last = stages[-1]

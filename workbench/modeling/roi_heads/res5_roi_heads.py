@@ -159,7 +159,7 @@ class Res5ROIHeads(ROIHeads):
             pred_instances = self._forward_box(features, proposals)
             pred_instances = run_stage(
                 "given_boxes", lambda: self.forward_with_given_boxes(features, pred_instances),
-                skipped=pred_instances)
+                skipped=pred_instances, owner=self)
             return pred_instances, {}
         proposal_boxes = [x.proposal_boxes for x in proposals]
         box_features = self._shared_roi_transform(
@@ -189,9 +189,10 @@ class Res5ROIHeads(ROIHeads):
         maps = [features[f] for f in self.in_features]
         boxes = [x.proposal_boxes for x in proposals]
         embeddings = run_stage("box_features", lambda: self._shared_roi_transform(
-            maps, boxes).mean(dim=[2, 3]))  # (R, 2C, P/2, P/2) -> (R, 2C)
-        predictions = run_stage("box_predictions", lambda: self.box_predictor(embeddings))
-        rec = active_recorder() if not self.training else None
+            maps, boxes).mean(dim=[2, 3]), owner=self)  # (R, 2C, P/2, P/2) -> (R, 2C)
+        predictions = run_stage("box_predictions", lambda: self.box_predictor(embeddings),
+                                owner=self)
+        rec = active_recorder(self)
         if rec is not None:
             stage = BoxStage(proposals=proposals,
                              pool=LazyPooled(lambda b: self.pooler(maps, b), boxes),

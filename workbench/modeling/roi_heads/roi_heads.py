@@ -473,7 +473,7 @@ class StandardROIHeads(ROIHeads):
         # point, so that a trace can stop after the boxes.
         pred_instances = run_stage(
             "given_boxes", lambda: self.forward_with_given_boxes(features, pred_instances),
-            skipped=pred_instances)
+            skipped=pred_instances, owner=self)
         return pred_instances, {}
 
     def forward_with_given_boxes(
@@ -508,12 +508,13 @@ class StandardROIHeads(ROIHeads):
         """
         features = [features[f] for f in self.box_in_features]
         boxes = [x.proposal_boxes for x in proposals]
-        rec = active_recorder() if not self.training else None
+        rec = active_recorder(self)
         pool = LazyPooled(lambda b: self.box_pooler(features, b), boxes)
         # (R, C, P, P) -> (R, D); stage points, so that a trace can re-select without re-running
         box_features = run_stage("box_features", lambda: self.box_head(pool.keep_if_grad(
-            self.box_pooler(features, boxes))))
-        predictions = run_stage("box_predictions", lambda: self.box_predictor(box_features))
+            self.box_pooler(features, boxes))), owner=self)
+        predictions = run_stage("box_predictions", lambda: self.box_predictor(box_features),
+                                owner=self)
         if rec is not None:
             stage = BoxStage(proposals=proposals, pool=pool,
                              pooler_level=self.box_pooler.level_of(boxes), embeddings=box_features,
