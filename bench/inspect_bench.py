@@ -61,11 +61,11 @@ def _bare_recording():
     import workbench.modeling as modeling
     from workbench.modeling import recording
 
-    def bare_run_stage(name, compute, *, skipped=None):
+    def bare_run_stage(name, compute, *, skipped=None, owner=None):
         return compute()
 
-    bare = {"run_stage": bare_run_stage, "active_recorder": lambda: None,
-            "put_record": lambda kind, value: None}
+    bare = {"run_stage": bare_run_stage, "active_recorder": lambda owner=None: None,
+            "put_record": lambda kind, value, owner=None: None}
     patched = []
     for info in pkgutil.walk_packages(modeling.__path__, modeling.__name__ + "."):
         mod = importlib.import_module(info.name)

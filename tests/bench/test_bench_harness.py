@@ -69,3 +69,30 @@ def test_cli_rejects_unknown_parts():
         bench_run.main(["--quick", "--skip", "nonsense"])
     with pytest.raises(ValueError, match="Unknown parts"):
         bench_run.run(parts=["compare", "typo"])
+
+
+def test_bare_recording_patches_every_call_and_restores_them():
+    # The inspection bench's "recording off" peer: every module's recording calls replaced by
+    # bare ones of the same signatures, for the duration only.
+    import torch
+
+    from workbench.model_zoo import get_config
+    from workbench.modeling import build_model
+    from workbench.modeling import recording
+    from workbench.modeling.meta_arch import rcnn
+
+    ctx, n = inspect_bench._bare_recording()
+    assert n >= 10
+    cfg = get_config("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml")
+    cfg.merge_from_list(["MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 32,
+                         "MODEL.RESNETS.WIDTH_PER_GROUP", 8, "MODEL.FPN.OUT_CHANNELS", 16,
+                         "MODEL.ROI_BOX_HEAD.FC_DIM", 32, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    model = build_model(cfg).eval()
+    inputs = [{"image": torch.rand(3, 64, 96) * 255}]
+    with torch.no_grad():
+        want = model(inputs)[0]["instances"]
+        with ctx(), recording.record_stages() as rec:
+            assert rcnn.run_stage is not recording.run_stage
+            got = model(inputs)[0]["instances"]
+    assert rec.entries == [] and rcnn.run_stage is recording.run_stage
+    assert torch.equal(got.pred_boxes.tensor, want.pred_boxes.tensor)
