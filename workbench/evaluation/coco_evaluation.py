@@ -91,15 +91,50 @@ class COCOEvaluator(DatasetEvaluator):
         self._do_evaluation = "annotations" in self._coco_api.dataset
         self._kpt_oks_sigmas = list(kpt_oks_sigmas) if kpt_oks_sigmas is not None else []
         self._predictions: List[Dict[str, Any]] = []
+        self.coco_evals: Dict[str, COCOeval] = {}
 
     def reset(self) -> None:
         self._predictions = []
+        self.coco_evals = {}
+
+    @property
+    def predictions(self) -> List[Dict[str, Any]]:
+        """What :meth:`process` kept: per image ``{"image_id", "instances": [COCO result
+        dicts, contiguous class ids], ...}`` (this process's share when distributed)."""
+        return self._predictions
+
+    def per_image(self, task: str = "bbox", iou_thresh: float = 0.5, area: str = "all"):
+        """Per-image matching of the last :meth:`evaluate` (no second model run).
+
+        Example::
+
+            inference_on_dataset(model, loader, evaluator)
+            results = evaluator.per_image("bbox", 0.5)   # image id -> ImageResult
+            worst = sorted(results.values(), key=lambda r: -(r.fp.sum() + r.missed.sum()))[:5]
+
+        Args:
+            task: "bbox" or "segm" (one that was evaluated).
+            iou_thresh: one of COCO's thresholds 0.5, 0.55, ..., 0.95.
+            area: "all", "small", "medium" or "large".
+
+        Returns:
+            image id -> :class:`workbench.analysis.ImageResult`.
+        """
+        from workbench.analysis.per_image import per_image_results
+
+        if task not in self.coco_evals:
+            raise ValueError(f"No {task!r} evaluation to read (evaluated: {sorted(self.coco_evals)}); "
+                             "run evaluate() first.")
+        return per_image_results(self.coco_evals[task], iou_thresh, area=area,
+                                 contiguous_id=self._metadata.get("thing_dataset_id_to_contiguous_id"),
+                                 class_names=self._metadata.get("thing_classes"))
 
     def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
         for input, output in zip(inputs, outputs):
             prediction: Dict[str, Any] = {"image_id": input["image_id"]}
             if "instances" in output:
                 instances = output["instances"].to(self._cpu_device)
+                _check_finite(instances, input["image_id"])
                 prediction["instances"] = instances_to_coco_json(instances, input["image_id"])
             if "proposals" in output:
                 prediction["proposals"] = output["proposals"].to(self._cpu_device)
@@ -165,6 +200,11 @@ class COCOEvaluator(DatasetEvaluator):
         if not self._do_evaluation:
             self._logger.info("Annotations are not available for evaluation.")
             return
+        known = set(self._coco_api.getImgIds())
+        unknown = sorted({r["image_id"] for r in coco_results} - known, key=str)
+        if unknown:
+            raise ValueError(f"Predictions for image id(s) {unknown[:5]} that the dataset "
+                             f"{self._metadata.name!r} does not have ({len(known)} images).")
 
         self._logger.info("Evaluating predictions with official COCO API ...")
         for task in sorted(tasks):
@@ -178,6 +218,8 @@ class COCOEvaluator(DatasetEvaluator):
             )
             res = self._derive_coco_results(coco_eval, task, class_names=self._metadata.get("thing_classes"))
             self._results[task] = res
+            if coco_eval is not None:
+                self.coco_evals[task] = coco_eval
 
     def _eval_box_proposals(self, predictions: List[Dict[str, Any]]) -> None:
         if self._output_dir:
@@ -243,6 +285,21 @@ class COCOEvaluator(DatasetEvaluator):
         self._logger.info("Per-category %s AP: \n%s", iou_type, table)
         results.update({"AP-" + name: ap for name, ap in results_per_category})
         return results
+
+
+def _check_finite(instances: Instances, image_id: Any) -> None:
+    """Refuse non-finite boxes or scores, naming the image (pycocotools would score a NaN box
+    as a perfect match)."""
+    for name in ("pred_boxes", "scores"):
+        if not instances.has(name):
+            continue
+        v = instances.get(name)
+        v = v.tensor if hasattr(v, "tensor") else v
+        bad = ~torch.isfinite(v.reshape(len(v), -1)).all(dim=1) if len(v) else v.new_zeros(0, dtype=torch.bool)
+        if bool(bad.any()):
+            j = int(bad.nonzero()[0, 0])
+            raise ValueError(f"Prediction {j} of image {image_id!r} has a non-finite {name} "
+                             f"({v[j].tolist()}); refusing to evaluate it.")
 
 
 def instances_to_coco_json(instances: Instances, img_id: Union[int, str]) -> List[Dict[str, Any]]:

@@ -1,0 +1,107 @@
+"""Per-image results read from the evaluation itself: hand-built detections whose matching is
+known (a tp, a duplicate, a mislabel, a loose box, a detection inside a crowd region), the same
+answer as a fresh evaluation of that one image, and the evaluator's bad-input checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.data import DatasetCatalog, MetadataCatalog
+from workbench.data.datasets import register_coco_instances
+from workbench.evaluation import COCOEvaluator
+from workbench.structures import Boxes, Instances
+
+H, W = 60, 80
+# annotation id, image id, dataset category id, XYXY box, iscrowd
+GT = [(1, 1, 5, (10, 10, 30, 30), 0), (2, 1, 5, (40, 20, 70, 50), 0),
+      (3, 2, 9, (5, 5, 25, 45), 0), (4, 2, 9, (50, 5, 78, 55), 1)]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    anns = [{"id": a, "image_id": i, "category_id": c, "iscrowd": crowd,
+             "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float((x1 - x0) * (y1 - y0)),
+             "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]}
+            for a, i, c, (x0, y0, x1, y1), crowd in GT]
+    data = {"images": [{"id": i, "file_name": f"{i}.png", "height": H, "width": W} for i in (1, 2)],
+            "annotations": anns, "categories": [{"id": 5, "name": "a"}, {"id": 9, "name": "b"}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    name = f"per_image_{tmp_path.name}"
+    register_coco_instances(name, {}, str(path), str(tmp_path))
+    DatasetCatalog.get(name)  # fills the id mapping, as a training run would
+    yield name
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def _inst(entries):
+    inst = Instances((H, W))
+    inst.pred_boxes = Boxes(torch.tensor([e[0] for e in entries], dtype=torch.float32).reshape(-1, 4))
+    inst.scores = torch.tensor([e[1] for e in entries], dtype=torch.float32)
+    inst.pred_classes = torch.tensor([e[2] for e in entries], dtype=torch.int64)
+    return inst
+
+
+PREDS = {
+    # image 1: a tp on object 1, its duplicate, and object 2's box called class b (mislabel)
+    1: [((10, 10, 30, 30), 0.9, 0), ((11, 10, 30, 31), 0.8, 0), ((40, 20, 70, 50), 0.7, 1)],
+    # image 2: object 3 shifted right by 5 px (IoU 0.6), and a detection inside the crowd
+    2: [((10, 5, 30, 45), 0.6, 1), ((55, 10, 75, 50), 0.5, 1)],
+}
+
+
+def _evaluator(name, img_ids=None, preds=PREDS):
+    ev = COCOEvaluator(name, tasks=("bbox",), distributed=False)
+    ev.reset()
+    for image_id, entries in preds.items():
+        ev.process([{"image_id": image_id}], [{"instances": _inst(entries)}])
+    ev.evaluate(img_ids=img_ids)
+    return ev
+
+
+def test_matching_of_every_hand_built_case(dataset):
+    res = _evaluator(dataset).per_image("bbox", 0.5)
+    one, two = res[1], res[2]
+    assert one.scores.tolist() == pytest.approx([0.9, 0.8, 0.7])  # decreasing score
+    assert one.tp.tolist() == [True, False, False] and one.matched_gt.tolist() == [1, -1, -1]
+    assert one.iou[0] == pytest.approx(1.0) and one.fp.tolist() == [False, True, True]
+    assert one.categories.tolist() == [0, 0, 1]  # contiguous ids
+    assert dict(zip(one.gt_ids.tolist(), one.gt_matched.tolist())) == {1: one.dt_ids[0], 2: -1}
+    assert one.missed.tolist() == [False, True]
+    assert two.tp.tolist() == [True, False] and two.iou[0] == pytest.approx(0.6, abs=1e-6)
+    assert two.ignored.tolist() == [False, True]  # inside the crowd: neither tp nor fp
+    gt = dict(zip(two.gt_ids.tolist(), two.gt_ignored.tolist()))
+    assert gt == {3: False, 4: True} and not two.missed.any()
+    strict = _evaluator(dataset).per_image("bbox", 0.7)[2]
+    assert strict.tp.tolist() == [False, False] and strict.missed.tolist() == [True, False]
+    assert "1 tp, 2 fp, 1 missed of 2 objects" in repr(one)
+
+
+def test_per_image_equals_a_fresh_evaluation_of_that_image(dataset):
+    whole = _evaluator(dataset).per_image("bbox", 0.5)
+    for image_id in (1, 2):
+        alone = _evaluator(dataset, img_ids=[image_id]).per_image("bbox", 0.5)
+        assert set(alone) == {image_id}
+        a, b = whole[image_id], alone[image_id]
+        for f in ("scores", "categories", "matched_gt", "iou", "tp", "ignored", "gt_ids", "gt_ignored"):
+            np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+
+
+def test_bad_requests_and_bad_predictions_are_named(dataset):
+    ev = _evaluator(dataset)
+    with pytest.raises(ValueError, match="one of the evaluation's thresholds"):
+        ev.per_image("bbox", 0.42)
+    with pytest.raises(ValueError, match="No 'segm' evaluation"):
+        ev.per_image("segm")
+    nan = COCOEvaluator(dataset, tasks=("bbox",), distributed=False)
+    nan.reset()
+    with pytest.raises(ValueError, match=r"Prediction 1 of image 2 has a non-finite pred_boxes"):
+        nan.process([{"image_id": 2}], [{"instances": _inst([((0, 0, 5, 5), 0.9, 0),
+                                                              ((float("nan"), 0, 5, 5), 0.8, 0)])}])
+    with pytest.raises(ValueError, match=r"image id\(s\) \[7\]"):
+        _evaluator(dataset, preds={**PREDS, 7: [((0, 0, 5, 5), 0.9, 0)]})
