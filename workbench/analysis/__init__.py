@@ -2,9 +2,13 @@
 
 :func:`per_image_results` reads pycocotools' own per-image matching back
 (``COCOEvaluator.per_image``): per detection its matched object and IoU, per object the
-detection that took it.
+detection that took it. :func:`error_breakdown` sorts the mistakes TIDE's way (``cls``,
+``loc``, ``both``, ``duplicate``, ``bkg``, ``miss``) and gives the AP each fix regains
+(``COCOEvaluator.error_breakdown``).
 """
 
+from .errors import ERROR_TYPES, ErrorBreakdown, coco_ap, error_breakdown
 from .per_image import ImageResult, per_image_results
 
-__all__ = ["ImageResult", "per_image_results"]
+__all__ = ["ImageResult", "per_image_results", "ERROR_TYPES", "ErrorBreakdown", "error_breakdown",
+           "coco_ap"]

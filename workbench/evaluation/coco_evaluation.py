@@ -129,6 +129,14 @@ class COCOEvaluator(DatasetEvaluator):
                                  contiguous_id=self._metadata.get("thing_dataset_id_to_contiguous_id"),
                                  class_names=self._metadata.get("thing_classes"))
 
+    def error_breakdown(self, task: str = "bbox", iou_thresh: float = 0.5, area: str = "all"):
+        """The TIDE-style error breakdown of the last :meth:`evaluate` (see
+        :mod:`workbench.analysis.errors`): error types, their counts and the dAP of each fix."""
+        from workbench.analysis.errors import error_breakdown
+
+        return error_breakdown(self.per_image(task, iou_thresh, area), coco_eval=self.coco_evals[task],
+                               class_names=self._metadata.get("thing_classes"))
+
     def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
         for input, output in zip(inputs, outputs):
             prediction: Dict[str, Any] = {"image_id": input["image_id"]}

@@ -1,0 +1,101 @@
+"""TIDE-style breakdown on hand-built detections whose error types and dAP are known by hand;
+its identities (nothing fixed = the evaluator's AP, everything fixed = 100)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from workbench.analysis import ERROR_TYPES
+from workbench.data import DatasetCatalog, MetadataCatalog
+from workbench.data.datasets import register_coco_instances
+from workbench.evaluation import COCOEvaluator
+from workbench.structures import Boxes, Instances
+
+H, W = 60, 80
+# annotation id, image id, category id (5 = a, 9 = b), XYXY, iscrowd
+GT = [(1, 1, 5, (10, 10, 30, 30), 0), (2, 1, 5, (40, 20, 70, 50), 0),
+      (3, 2, 9, (5, 5, 25, 45), 0), (4, 2, 9, (50, 5, 78, 55), 1),
+      (5, 3, 5, (10, 10, 50, 50), 0), (6, 3, 9, (60, 10, 75, 25), 0)]
+A, B = 0, 1  # contiguous ids
+PREDS = {  # (box, score, class): the type each one must get
+    1: [((10, 10, 30, 30), 0.9, A),   # tp on 1
+        ((11, 10, 30, 31), 0.8, A),   # duplicate of 1
+        ((40, 20, 70, 50), 0.7, B)],  # cls on 2 (an a called b)
+    2: [((10, 5, 30, 45), 0.6, B),    # tp on 3 (IoU 0.6)
+        ((55, 10, 75, 50), 0.58, B),  # inside the crowd: ignored
+        ((5, 5, 25, 45), 0.55, A)],   # cls on 3, which the b above already took: two classes on it
+    3: [((10, 10, 30, 30), 0.5, A),   # loc on 5 (IoU 0.25)
+        ((0, 40, 8, 58), 0.4, B),     # bkg
+        ((60, 10, 70, 20), 0.45, A)],  # both on 6 (other class, IoU 0.44); 6 is then a miss
+}
+KINDS = {1: [None, "duplicate", "cls"], 2: [None, "cls"], 3: ["loc", "both", "bkg"]}  # crowd one ignored
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    anns = [{"id": a, "image_id": i, "category_id": c, "iscrowd": crowd,
+             "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float((x1 - x0) * (y1 - y0)),
+             "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]}
+            for a, i, c, (x0, y0, x1, y1), crowd in GT]
+    data = {"images": [{"id": i, "file_name": f"{i}.png", "height": H, "width": W} for i in (1, 2, 3)],
+            "annotations": anns, "categories": [{"id": 5, "name": "a"}, {"id": 9, "name": "b"}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    name = f"errors_{tmp_path.name}"
+    register_coco_instances(name, {}, str(path), str(tmp_path))
+    DatasetCatalog.get(name)
+    yield name
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def _evaluate(name, img_ids=None):
+    ev = COCOEvaluator(name, tasks=("bbox",), distributed=False)
+    ev.reset()
+    for image_id, entries in PREDS.items():
+        inst = Instances((H, W))
+        inst.pred_boxes = Boxes(torch.tensor([e[0] for e in entries], dtype=torch.float32))
+        inst.scores = torch.tensor([e[1] for e in entries])
+        inst.pred_classes = torch.tensor([e[2] for e in entries])
+        ev.process([{"image_id": image_id}], [{"instances": inst}])
+    return ev, ev.evaluate(img_ids=img_ids)
+
+
+def test_every_error_type_on_hand_built_detections(dataset):
+    ev, res = _evaluate(dataset)
+    b = ev.error_breakdown("bbox")
+    results = ev.per_image("bbox")
+    for img, kinds in KINDS.items():
+        r = results[img]
+        got = [k for k, ign in zip(b.errors[img], r.ignored) if not ign]
+        assert got == [k for k in kinds], (img, got)
+    assert b.counts == {"cls": 2, "loc": 1, "both": 1, "duplicate": 1, "bkg": 1, "miss": 1}
+    assert b.missed[3] == [int((results[3].gt_ids == 6).nonzero()[0][0])]
+    # The identities: nothing fixed is the evaluator's AP50, everything fixed is 100.
+    assert b.ap == pytest.approx(res["bbox"]["AP50"], abs=1e-6)
+    assert b.ap_if_fixed() == pytest.approx(b.ap, abs=1e-9)
+    assert b.ap_if_fixed(*ERROR_TYPES) == pytest.approx(100.0)
+    assert all(v >= -1e-9 for v in b.dap.values())
+    assert set(b.per_class_ap) == {A, B} and b.per_class_dap[A]["duplicate"] >= 0
+    assert "duplicate" in b.summary() and b.plot().to_png_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="Unknown error type"):
+        b.ap_if_fixed("oops")
+
+
+def test_dap_by_hand_on_one_image(dataset):
+    # Image 1 alone: class a has objects 1, 2; detections a .9 (tp), a .8 (duplicate), b .7 (cls
+    # on 2). AP_a = 51/101 (precision 1 up to recall 0.5); class b has no object.
+    ev, res = _evaluate(dataset, img_ids=[1])
+    b = ev.error_breakdown("bbox")
+    assert b.ap == pytest.approx(100 * 51 / 101) == pytest.approx(res["bbox"]["AP50"])
+    assert b.dap["duplicate"] == pytest.approx(0.0)       # it ranks after the only tp
+    # cls fixed: the b becomes a tp of a on 2: precision 2/3 from recall 0.5 to 1.
+    assert b.dap["cls"] == pytest.approx(100 * (51 + 50 * 2 / 3) / 101 - 100 * 51 / 101)
+    assert b.dap["miss"] == pytest.approx(0.0) and b.counts["miss"] == 0  # 2 is the cls error's
+    # FN fixed: object 2 leaves the ground truth -> AP_a 100.
+    assert b.dap["FN"] == pytest.approx(100 - 100 * 51 / 101)
+    # FP fixed: the duplicate is suppressed, the cls error becomes a tp -> AP_a 100.
+    assert b.dap["FP"] == pytest.approx(100 - 100 * 51 / 101)
