@@ -99,3 +99,36 @@ def test_dap_by_hand_on_one_image(dataset):
     assert b.dap["FN"] == pytest.approx(100 - 100 * 51 / 101)
     # FP fixed: the duplicate is suppressed, the cls error becomes a tp -> AP_a 100.
     assert b.dap["FP"] == pytest.approx(100 - 100 * 51 / 101)
+
+
+def test_confusion_matrix_rows_are_the_objects(dataset):
+    from workbench.analysis import confusion_matrix
+
+    ev, _ = _evaluate(dataset)
+    results = ev.per_image("bbox")
+    cm = confusion_matrix(results, 2, class_names=["a", "b"])
+    bg = 2
+    expected = [[1, 1, 1],   # a: tp, called b (cls), missed (object 5, under a loc error)
+                [0, 1, 1],   # b: tp, missed (object 6)
+                [4, 1, 0]]   # no object: duplicate, a on the b's object, loc, both | bkg
+    assert cm.counts.tolist() == expected
+    assert cm.counts[:bg].sum(axis=1).tolist() == [3, 2]  # the objects of each class
+    assert cm.normalized()[0].sum() == pytest.approx(1.0) and cm.labels[-1] == "background"
+    strict = confusion_matrix(results, 2, score_thresh=0.6)
+    assert strict.counts.tolist() == [[1, 1, 1], [0, 1, 1], [1, 0, 0]]
+    assert "background" in repr(cm) and cm.plot().to_png_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="class 1 is outside"):
+        confusion_matrix(results, 1)
+
+
+def test_pr_curves_and_best_f1(dataset):
+    from workbench.analysis import pr_curves
+
+    ev, _ = _evaluate(dataset)
+    a, b = pr_curves(ev.per_image("bbox"), 2, ["a", "b"])
+    assert a.num_gt == 3 and a.scores.tolist() == pytest.approx([0.9, 0.8, 0.55, 0.5, 0.45])
+    assert a.precision.tolist() == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4, 1 / 5])
+    assert a.recall.tolist() == pytest.approx([1 / 3] * 5)
+    assert a.best_f1 == pytest.approx(0.5) and a.best_f1_score == pytest.approx(0.9)
+    assert b.num_gt == 2 and b.best_f1_score == pytest.approx(0.6)
+    assert a.ap == pytest.approx(100 * 34 / 101)  # precision 1 up to recall 1/3: 34 of 101 points

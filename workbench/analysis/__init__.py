@@ -4,11 +4,14 @@
 (``COCOEvaluator.per_image``): per detection its matched object and IoU, per object the
 detection that took it. :func:`error_breakdown` sorts the mistakes TIDE's way (``cls``,
 ``loc``, ``both``, ``duplicate``, ``bkg``, ``miss``) and gives the AP each fix regains
-(``COCOEvaluator.error_breakdown``).
+(``COCOEvaluator.error_breakdown``). :func:`confusion_matrix` (with a background row and
+column) and :func:`pr_curves` (AP and the best-F1 score threshold per class) read the same
+matching.
 """
 
+from .confusion import ConfusionMatrix, PRCurve, confusion_matrix, pr_curves
 from .errors import ERROR_TYPES, ErrorBreakdown, coco_ap, error_breakdown
 from .per_image import ImageResult, per_image_results
 
 __all__ = ["ImageResult", "per_image_results", "ERROR_TYPES", "ErrorBreakdown", "error_breakdown",
-           "coco_ap"]
+           "coco_ap", "ConfusionMatrix", "confusion_matrix", "PRCurve", "pr_curves"]
