@@ -41,3 +41,25 @@ def test_breakdown_identities_on_the_embedded_model(task, tmp_path_factory):
     assert len(per_image) == 8
     evaluated_dets = sum(len(r.dt_ids) for r in per_image.values())
     assert evaluated_dets == sum(len(p["instances"]) for p in ev.predictions)
+
+
+def test_worst_images_are_explained_through_their_trace(tmp_path_factory):
+    from workbench.analysis import explain_image, rank_images
+
+    ev, _ = evaluated(str(tmp_path_factory.getbasetemp() / "analysis_eval"))
+    b = ev.error_breakdown("bbox")
+    ranked = rank_images(ev.per_image("bbox"), b)
+    assert len(ranked) == 8 and ranked[0].num_errors >= ranked[-1].num_errors
+    assert [s.image_id for s in rank_images(ev.per_image("bbox"), by="ap")][0] in {s.image_id for s in ranked}
+    worst = ranked[0]
+    assert sum(worst.errors.values()) == worst.num_errors
+    cfg = model_zoo.get_config("Shapes/panoptic_kp_R_50_FPN_small.yaml", trained=True)
+    cfg.MODEL.DEVICE = "cpu"
+    ex = explain_image(ev, DefaultPredictor(cfg), worst.image_id, breakdown=b)
+    r = ex.result
+    assert len(ex.false_positives) == int(r.fp.sum()) and len(ex.misses) == int(r.missed.sum())
+    for (kind, det), d in zip(ex.false_positives, r.fp.nonzero()[0]):
+        assert kind in b.counts and det.score == pytest.approx(r.scores[d], abs=1e-6)
+        assert det.roi_index is not None and det.match is not None  # provenance and ground truth
+    assert all(w.lost_at is not None for _, w in ex.misses)
+    assert "false positives" in repr(ex)

@@ -98,6 +98,20 @@ class COCOEvaluator(DatasetEvaluator):
         self.coco_evals = {}
 
     @property
+    def dataset_name(self) -> str:
+        return self._metadata.name
+
+    def output_row(self, dt_id: int) -> Tuple[Any, int]:
+        """(image id, row of that image's output instances) of detection ``dt_id`` of the last
+        evaluation (the id in its COCO results, as in ``ImageResult.dt_ids``)."""
+        rows = getattr(self, "_result_rows", None)
+        if rows is None:
+            raise ValueError("No evaluation yet: call evaluate() first.")
+        if not 1 <= dt_id <= len(rows):
+            raise KeyError(f"No detection with id {dt_id} in the last evaluation ({len(rows)}).")
+        return rows[dt_id - 1]
+
+    @property
     def predictions(self) -> List[Dict[str, Any]]:
         """What :meth:`process` kept: per image ``{"image_id", "instances": [COCO result
         dicts, contiguous class ids], ...}`` (this process's share when distributed)."""
@@ -180,6 +194,8 @@ class COCOEvaluator(DatasetEvaluator):
     def _eval_predictions(self, predictions: List[Dict[str, Any]], img_ids: Optional[Sequence[int]] = None) -> None:
         self._logger.info("Preparing results for COCO format ...")
         coco_results = list(itertools.chain(*[x["instances"] for x in predictions]))
+        # COCO.loadRes numbers the results 1, 2, ... in this order: id -> (image, output row).
+        self._result_rows = [(x["image_id"], j) for x in predictions for j in range(len(x["instances"]))]
         tasks = self._tasks or self._tasks_from_predictions(coco_results)
 
         if hasattr(self._metadata, "thing_dataset_id_to_contiguous_id"):
