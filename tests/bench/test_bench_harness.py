@@ -96,3 +96,12 @@ def test_bare_recording_patches_every_call_and_restores_them():
             got = model(inputs)[0]["instances"]
     assert rec.entries == [] and rcnn.run_stage is recording.run_stage
     assert torch.equal(got.pred_boxes.tensor, want.pred_boxes.tensor)
+
+
+def test_analysis_bench_runs_on_a_few_images(tmp_path):
+    from bench import analysis_bench
+
+    res = analysis_bench.run(images=4, threads=1, out_json=str(tmp_path / "a.json"), verbose=False)
+    assert set(res["seconds"]) == {"per_image", "error_breakdown", "confusion_pr_rank"}
+    assert res["breakdown_ap"]["bbox"] == pytest.approx(res["AP50"]["bbox"], abs=1e-6)
+    assert json.loads((tmp_path / "a.json").read_text())["images"] == 4
