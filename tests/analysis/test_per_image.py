@@ -105,3 +105,49 @@ def test_bad_requests_and_bad_predictions_are_named(dataset):
                                                               ((float("nan"), 0, 5, 5), 0.8, 0)])}])
     with pytest.raises(ValueError, match=r"image id\(s\) \[7\]"):
         _evaluator(dataset, preds={**PREDS, 7: [((0, 0, 5, 5), 0.9, 0)]})
+
+
+def test_a_dataset_never_loaded_is_not_silently_ap_0(tmp_path, caplog):
+    anns = [{"id": a, "image_id": i, "category_id": c, "iscrowd": crowd,
+             "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float((x1 - x0) * (y1 - y0))}
+            for a, i, c, (x0, y0, x1, y1), crowd in GT]
+    data = {"images": [{"id": i, "file_name": f"{i}.png", "height": H, "width": W} for i in (1, 2)],
+            "annotations": anns, "categories": [{"id": 5, "name": "a"}, {"id": 9, "name": "b"}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    name = f"never_loaded_{tmp_path.name}"
+    register_coco_instances(name, {}, str(path), str(tmp_path))  # no DatasetCatalog.get(name)
+    try:
+        perfect = {1: [((10, 10, 30, 30), 0.9, 0), ((40, 20, 70, 50), 0.8, 0)],
+                   2: [((5, 5, 25, 45), 0.7, 1)]}
+        ev = COCOEvaluator(name, tasks=("bbox",), distributed=False)
+        ev.reset()
+        for image_id, entries in perfect.items():
+            ev.process([{"image_id": image_id}], [{"instances": _inst(entries)}])
+        with caplog.at_level("WARNING"):
+            res = ev.evaluate()
+        assert res["bbox"]["AP"] == pytest.approx(100.0)
+        assert "never loaded" in caplog.text
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_a_dataset_without_annotations_says_so(tmp_path, caplog):
+    data = {"images": [{"id": 1, "file_name": "1.png", "height": H, "width": W}],
+            "annotations": [], "categories": [{"id": 1, "name": "a"}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    name = f"no_annotations_{tmp_path.name}"
+    register_coco_instances(name, {}, str(path), str(tmp_path))
+    try:
+        with caplog.at_level("WARNING"):
+            ev = COCOEvaluator(name, tasks=("bbox",), distributed=False)
+        assert "has no annotations" in caplog.text
+        ev.reset()
+        ev.process([{"image_id": 1}], [{"instances": _inst([((0, 0, 5, 5), 0.9, 0)])}])
+        res = ev.evaluate()
+        assert "bbox" not in res  # no NaN AP
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

@@ -89,6 +89,10 @@ class COCOEvaluator(DatasetEvaluator):
             self._coco_api = COCO(self._metadata.json_file)
         # Test-set jsons have no annotations: predictions are only written out.
         self._do_evaluation = "annotations" in self._coco_api.dataset
+        if self._do_evaluation and not self._coco_api.dataset["annotations"]:
+            self._logger.warning("Dataset '%s' has no annotations: nothing to evaluate against, no AP "
+                                 "is computed (the predictions are still saved).", dataset_name)
+            self._do_evaluation = False
         self._kpt_oks_sigmas = list(kpt_oks_sigmas) if kpt_oks_sigmas is not None else []
         self._predictions: List[Dict[str, Any]] = []
         self.coco_evals: Dict[str, COCOeval] = {}
@@ -96,6 +100,26 @@ class COCOEvaluator(DatasetEvaluator):
     def reset(self) -> None:
         self._predictions = []
         self.coco_evals = {}
+
+    def _contiguous_id(self) -> Optional[Dict[int, int]]:
+        """Dataset category id -> contiguous class id: the metadata's, or, for a dataset that
+        was registered but never loaded (its metadata has no mapping yet), the one
+        ``load_coco_json`` makes from the json's categories (sorted ids -> 0..K-1). Without it,
+        predictions of class 0 would be compared with category 0 of the json and AP would
+        silently be 0."""
+        mapping = self._metadata.get("thing_dataset_id_to_contiguous_id", None)
+        if mapping is not None:
+            return mapping
+        cat_ids = sorted(self._coco_api.getCatIds())
+        if cat_ids == list(range(len(cat_ids))):
+            return None  # contiguous already
+        if not getattr(self, "_warned_mapping", False):
+            self._logger.warning(
+                "Dataset '%s' has no thing_dataset_id_to_contiguous_id (it was never loaded); "
+                "mapping its json's category ids %s to 0..%d as load_coco_json does.",
+                self._metadata.name, cat_ids[:10], len(cat_ids) - 1)
+            self._warned_mapping = True
+        return {v: i for i, v in enumerate(cat_ids)}
 
     @property
     def dataset_name(self) -> str:
@@ -140,7 +164,7 @@ class COCOEvaluator(DatasetEvaluator):
             raise ValueError(f"No {task!r} evaluation to read (evaluated: {sorted(self.coco_evals)}); "
                              "run evaluate() first.")
         return per_image_results(self.coco_evals[task], iou_thresh, area=area,
-                                 contiguous_id=self._metadata.get("thing_dataset_id_to_contiguous_id"),
+                                 contiguous_id=self._contiguous_id(),
                                  class_names=self._metadata.get("thing_classes"))
 
     def error_breakdown(self, task: str = "bbox", iou_thresh: float = 0.5, area: str = "all"):
@@ -198,8 +222,8 @@ class COCOEvaluator(DatasetEvaluator):
         self._result_rows = [(x["image_id"], j) for x in predictions for j in range(len(x["instances"]))]
         tasks = self._tasks or self._tasks_from_predictions(coco_results)
 
-        if hasattr(self._metadata, "thing_dataset_id_to_contiguous_id"):
-            dataset_id_to_contiguous_id = self._metadata.thing_dataset_id_to_contiguous_id
+        dataset_id_to_contiguous_id = self._contiguous_id()
+        if dataset_id_to_contiguous_id is not None:
             all_contiguous_ids = list(dataset_id_to_contiguous_id.values())
             num_classes = len(all_contiguous_ids)
             if not (min(all_contiguous_ids) == 0 and max(all_contiguous_ids) == num_classes - 1):
