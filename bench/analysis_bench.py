@@ -40,7 +40,8 @@ def run(images: int = 500, threads: int = 2, out_json=None, verbose: bool = True
     with tempfile.TemporaryDirectory() as tmp:
         ev = COCOEvaluator(name, tasks=("bbox", "segm"), distributed=False, output_dir=tmp)
         t0 = time.perf_counter()
-        res = inference_on_dataset(predictor.model, build_detection_test_loader(cfg, name), ev)
+        res = inference_on_dataset(predictor.model, build_detection_test_loader(cfg, name), ev,
+                                   progress=verbose)
         model_s = time.perf_counter() - t0
         times = {}
         t = time.perf_counter()

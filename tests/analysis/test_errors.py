@@ -116,6 +116,9 @@ def test_confusion_matrix_rows_are_the_objects(dataset):
     assert cm.normalized()[0].sum() == pytest.approx(1.0) and cm.labels[-1] == "background"
     strict = confusion_matrix(results, 2, score_thresh=0.6)
     assert strict.counts.tolist() == [[1, 1, 1], [0, 1, 1], [1, 0, 0]]
+    # Above 0.65 the tp on object 3 (score 0.6) is gone: 3 counts as not detected.
+    stricter = confusion_matrix(results, 2, score_thresh=0.65)
+    assert stricter.counts.tolist() == [[1, 1, 1], [0, 0, 2], [1, 0, 0]]
     assert "background" in repr(cm) and cm.plot().to_png_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="class 1 is outside"):
         confusion_matrix(results, 1)

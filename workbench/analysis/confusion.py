@@ -101,7 +101,9 @@ def confusion_matrix(results: Dict[object, ImageResult], num_classes: int, *,
             raise ValueError(f"image {r.image_id}: class {bad[0]} is outside [0, {K}) "
                              f"(num_classes={K}).")
         iou = _ious(r, lambda r_, w: (r_.boxes if w == "dt" else r_.gt_boxes).tolist())
-        used = {int(np.nonzero(r.gt_ids == g)[0][0]) for g in r.matched_gt[r.tp]}
+        # Objects taken by a true positive above the score threshold (below it, not detected).
+        keep_tp = r.tp & (r.scores >= score_thresh)
+        used = {int(np.nonzero(r.gt_ids == g)[0][0]) for g in r.matched_gt[keep_tp]}
         for d in range(len(r.dt_ids)):  # decreasing score
             if r.ignored[d] or r.scores[d] < score_thresh:
                 continue

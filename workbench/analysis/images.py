@@ -20,6 +20,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from workbench.inspect.provenance import class_name
+
 from .errors import ErrorBreakdown, coco_ap
 from .per_image import ImageResult
 
@@ -28,8 +30,9 @@ __all__ = ["ImageSummary", "rank_images", "ImageExplanation", "explain_image"]
 
 @dataclass
 class ImageSummary:
-    """One image's errors: ``num_fp`` false positives, ``num_missed`` missed objects, ``ap``
-    (percent, mean over the classes it has objects of), ``errors`` (type -> count)."""
+    """One image's errors: ``num_fp`` false positives, ``num_missed`` objects no true positive
+    took, ``ap`` (percent, mean over the classes it has objects of), ``errors`` (TIDE type ->
+    count; an object under a ``cls`` / ``loc`` error is charged to that error, not to ``miss``)."""
 
     image_id: Any
     num_fp: int
@@ -93,7 +96,8 @@ class ImageExplanation:
         for kind, d in self.false_positives:
             lines.append(f"  {kind:<10} {d.class_name} {d.score:.3f} from proposal {d.roi_index}")
         for _, w in self.misses:
-            lines.append(f"  miss       object {w.gt} {w.cls}: lost at {w.lost_at}")
+            lines.append(f"  miss       object {w.gt} {class_name(w.class_names, w.cls)}: "
+                         f"lost at {w.lost_at}")
         return "\n".join(lines)
 
 
