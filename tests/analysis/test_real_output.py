@@ -64,3 +64,30 @@ def test_worst_images_are_explained_through_their_trace(tmp_path_factory):
         assert det.roi_index is not None and det.match is not None  # provenance and ground truth
     assert all(w.lost_at is not None for _, w in ex.misses)
     assert "false positives" in repr(ex)
+
+
+def test_embedding_view_of_the_evaluated_detections(tmp_path_factory):
+    import numpy as np
+
+    from workbench.analysis import detection_embeddings, pca_2d
+
+    ev, _ = evaluated(str(tmp_path_factory.getbasetemp() / "analysis_eval"))
+    b = ev.error_breakdown("bbox")
+    cfg = model_zoo.get_config("Shapes/panoptic_kp_R_50_FPN_small.yaml", trained=True)
+    cfg.MODEL.DEVICE = "cpu"
+    ids = list(ev.per_image("bbox"))[:3]
+    emb = detection_embeddings(ev, DefaultPredictor(cfg), breakdown=b, image_ids=ids, min_score=0.05)
+    per_image = ev.per_image("bbox")
+    n = sum(int((per_image[i].scores >= 0.05).sum()) for i in ids)
+    assert len(emb) == n and emb.embeddings.shape == (n, 256) and emb.xy.shape == (n, 2)
+    assert set(emb.kinds) <= {"tp", "ignored", *b.counts}
+    assert (emb.true_classes[emb.kinds == "tp"] == emb.pred_classes[emb.kinds == "tp"]).all()
+    # PCA: the first axis carries at least as much variance as the second.
+    assert emb.xy[:, 0].var() >= emb.xy[:, 1].var()
+    np.testing.assert_allclose(np.abs(pca_2d(emb.embeddings)), np.abs(emb.xy))
+    pic = emb.plot("error", selected=emb.near(emb.xy[0], 5))
+    assert sum(pic.drawn["groups"].values()) == n and pic.to_png_bytes()[:4] == b"\x89PNG"
+    g = emb.gallery(emb.near(emb.xy[0], 5))
+    assert g.drawn["indices"] == emb.near(emb.xy[0], 5).tolist() and g.to_png_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="color_by"):
+        emb.plot("oops")

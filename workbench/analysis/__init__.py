@@ -8,14 +8,18 @@ detection that took it. :func:`error_breakdown` sorts the mistakes TIDE's way (`
 column) and :func:`pr_curves` (AP and the best-F1 score threshold per class) read the same
 matching. :func:`rank_images` orders the images by their errors or AP, and
 :func:`explain_image` traces one (the scored pass) and ties each false positive to its
-detection's provenance and each miss to ``why_missed``.
+detection's provenance and each miss to ``why_missed``. :func:`detection_embeddings` puts the
+box-head embeddings of the evaluated detections in 2-D (PCA), coloured by class or error type,
+with a gallery of crops for a selected group.
 """
 
 from .confusion import ConfusionMatrix, PRCurve, confusion_matrix, pr_curves
+from .embeddings import DetectionEmbeddings, detection_embeddings, pca_2d
 from .errors import ERROR_TYPES, ErrorBreakdown, coco_ap, error_breakdown
 from .images import ImageExplanation, ImageSummary, explain_image, rank_images
 from .per_image import ImageResult, per_image_results
 
 __all__ = ["ImageResult", "per_image_results", "ERROR_TYPES", "ErrorBreakdown", "error_breakdown",
            "coco_ap", "ConfusionMatrix", "confusion_matrix", "PRCurve", "pr_curves",
-           "ImageSummary", "rank_images", "ImageExplanation", "explain_image"]
+           "ImageSummary", "rank_images", "ImageExplanation", "explain_image",
+           "DetectionEmbeddings", "detection_embeddings", "pca_2d"]
