@@ -10,16 +10,19 @@ matching. :func:`rank_images` orders the images by their errors or AP, and
 :func:`explain_image` traces one (the scored pass) and ties each false positive to its
 detection's provenance and each miss to ``why_missed``. :func:`detection_embeddings` puts the
 box-head embeddings of the evaluated detections in 2-D (PCA), coloured by class or error type,
-with a gallery of crops for a selected group.
+with a gallery of crops for a selected group. :func:`open_set_metrics` gives A-OSE, wilderness
+impact, unknown recall and AP when some classes are held out as unknown.
 """
 
 from .confusion import ConfusionMatrix, PRCurve, confusion_matrix, pr_curves
 from .embeddings import DetectionEmbeddings, detection_embeddings, pca_2d
 from .errors import ERROR_TYPES, ErrorBreakdown, coco_ap, error_breakdown
 from .images import ImageExplanation, ImageSummary, explain_image, rank_images
+from .open_set import OpenSetImage, OpenSetMetrics, energy_histogram, open_set_metrics
 from .per_image import ImageResult, per_image_results
 
 __all__ = ["ImageResult", "per_image_results", "ERROR_TYPES", "ErrorBreakdown", "error_breakdown",
            "coco_ap", "ConfusionMatrix", "confusion_matrix", "PRCurve", "pr_curves",
            "ImageSummary", "rank_images", "ImageExplanation", "explain_image",
-           "DetectionEmbeddings", "detection_embeddings", "pca_2d"]
+           "DetectionEmbeddings", "detection_embeddings", "pca_2d",
+           "OpenSetImage", "OpenSetMetrics", "open_set_metrics", "energy_histogram"]
