@@ -18,7 +18,7 @@ Boxes are XYXY in one frame per image (e.g. original px).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
