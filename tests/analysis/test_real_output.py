@@ -91,3 +91,31 @@ def test_embedding_view_of_the_evaluated_detections(tmp_path_factory):
     assert g.drawn["indices"] == emb.near(emb.xy[0], 5).tolist() and g.to_png_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="color_by"):
         emb.plot("oops")
+
+
+def test_anchor_coverage_by_object_size():
+    import numpy as np
+
+    from workbench.analysis import anchor_coverage
+    from workbench import inspect as wi
+
+    cfg = model_zoo.get_config("Shapes/panoptic_kp_R_50_FPN_small.yaml", trained=True)
+    cfg.MODEL.DEVICE = "cpu"
+    predictor = DefaultPredictor(cfg)
+    if NAME not in DatasetCatalog.list():
+        register_shapes(NAME, "val", 8, 0)
+    dicts = DatasetCatalog.get(NAME)[:3]
+    cov = anchor_coverage(predictor, dicts)
+    n = sum(len(d["annotations"]) for d in dicts)
+    assert len(cov.best_anchor_iou) == n and cov.anchor_iou.shape == (n, 5)
+    assert cov.level_names == ["p2", "p3", "p4", "p5", "p6"]
+    # The same numbers as why_missed's best anchors, object by object.
+    tr = wi.trace(predictor, dicts[0])
+    from workbench.inspect.why_missed import why_missed
+
+    for j in range(len(dicts[0]["annotations"])):
+        w = why_missed(tr, 0, j, -1)  # the stage-by-stage answer, whether or not it was missed
+        np.testing.assert_allclose([a["iou"] for a in w.anchors], cov.anchor_iou[j], atol=1e-6)
+    table = cov.by_size()
+    assert table["all"]["objects"] == n == sum(table[s]["objects"] for s in ("small", "medium", "large"))
+    assert 0 <= table["all"]["with_anchor"] <= 1 and "best anchor IoU" in cov.summary()

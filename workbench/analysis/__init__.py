@@ -11,10 +11,12 @@ matching. :func:`rank_images` orders the images by their errors or AP, and
 detection's provenance and each miss to ``why_missed``. :func:`detection_embeddings` puts the
 box-head embeddings of the evaluated detections in 2-D (PCA), coloured by class or error type,
 with a gallery of crops for a selected group. :func:`open_set_metrics` gives A-OSE, wilderness
-impact, unknown recall and AP when some classes are held out as unknown.
+impact, unknown recall and AP when some classes are held out as unknown; :func:`anchor_coverage`
+the best anchor IoU per level and the RPN's recall of every object, by object size.
 """
 
 from .confusion import ConfusionMatrix, PRCurve, confusion_matrix, pr_curves
+from .coverage import AnchorCoverage, anchor_coverage
 from .embeddings import DetectionEmbeddings, detection_embeddings, pca_2d
 from .errors import ERROR_TYPES, ErrorBreakdown, coco_ap, error_breakdown
 from .images import ImageExplanation, ImageSummary, explain_image, rank_images
@@ -25,4 +27,5 @@ __all__ = ["ImageResult", "per_image_results", "ERROR_TYPES", "ErrorBreakdown", 
            "coco_ap", "ConfusionMatrix", "confusion_matrix", "PRCurve", "pr_curves",
            "ImageSummary", "rank_images", "ImageExplanation", "explain_image",
            "DetectionEmbeddings", "detection_embeddings", "pca_2d",
-           "OpenSetImage", "OpenSetMetrics", "open_set_metrics", "energy_histogram"]
+           "OpenSetImage", "OpenSetMetrics", "open_set_metrics", "energy_histogram",
+           "AnchorCoverage", "anchor_coverage"]
