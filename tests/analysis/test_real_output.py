@@ -119,3 +119,31 @@ def test_anchor_coverage_by_object_size():
     table = cov.by_size()
     assert table["all"]["objects"] == n == sum(table[s]["objects"] for s in ("small", "medium", "large"))
     assert 0 <= table["all"]["with_anchor"] <= 1 and "best anchor IoU" in cov.summary()
+
+
+def test_error_explorer_over_the_dataset(tmp_path_factory):
+    from workbench import vis
+
+    ev, _ = evaluated(str(tmp_path_factory.getbasetemp() / "analysis_eval"))
+    b = ev.error_breakdown("bbox")
+    cfg = model_zoo.get_config("Shapes/panoptic_kp_R_50_FPN_small.yaml", trained=True)
+    cfg.MODEL.DEVICE = "cpu"
+    ex = vis.ErrorExplorer(ev, breakdown=b, predictor=DefaultPredictor(cfg))
+    per_image = ev.per_image("bbox")
+    assert len(ex.rows) == sum(int(r.fp.sum() + r.missed.sum()) for r in per_image.values())
+    assert ex.last.drawn["error"] is None and "choose one" in ex.info.value
+    ex.set(kinds=["cls"], sort="score")
+    assert ex.table and all(r["kind"] == "cls" for r in ex.table)
+    assert [r["score"] for r in ex.table] == sorted((r["score"] for r in ex.table), reverse=True)
+    renders = ex.renders
+    ex.set(row=0)
+    assert ex.renders == renders + 1  # one redraw per change
+    err = ex.last.drawn["error"]
+    assert err["kind"] == "cls" and err["image_id"] == ex.table[0]["image_id"]
+    assert "from proposal" in ex.info.value and "mislabel" in ex.info.value  # provenance + match
+    assert len(ex.last.drawn["boxes"]) == len(per_image[err["image_id"]].gt_ids) + 1
+    cls = ex.table[0]["class"]
+    ex.set(kinds=[], classes=[cls], row=-1)
+    assert ex.table and all(r["class"] == cls for r in ex.table)
+    assert ex.controls["row"].options[1][0].startswith("0: ")
+    assert ex.png[:4] == b"\x89PNG"

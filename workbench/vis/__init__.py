@@ -20,6 +20,7 @@ Modules: :mod:`.colors` (palettes), :mod:`.visualizer` (``Visualizer``, ``VisIma
 from . import colors
 from .explorers import (DetectionExplorer, Explorer, FeatureExplorer, KeypointExplorer, MaskExplorer,
                         ProposalExplorer, SegmentationExplorer, TraceExplorer)
+from .error_explorer import ErrorExplorer
 from .features import (PlotImage, WeightStats, activation_histograms, channel_montage, feature_map,
                        keypoint_heatmaps_view, level_grid, mask_logits_view, pca_image, pca_rgb,
                        rois_per_level, trace_image, weight_stats)
@@ -31,5 +32,5 @@ __all__ = [
     "pca_image", "activation_histograms", "rois_per_level", "mask_logits_view",
     "keypoint_heatmaps_view", "trace_image", "WeightStats", "weight_stats", "Explorer",
     "DetectionExplorer", "FeatureExplorer", "ProposalExplorer", "MaskExplorer", "KeypointExplorer",
-    "SegmentationExplorer", "TraceExplorer",
+    "SegmentationExplorer", "TraceExplorer", "ErrorExplorer",
 ]
