@@ -19,7 +19,7 @@ detection's provenance or ``why_missed``.
 from __future__ import annotations
 
 import html
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
