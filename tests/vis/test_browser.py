@@ -98,11 +98,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_notebook(path: Path) -> None:
+def _write_notebook(path: Path, sources=None) -> None:
     import nbformat
 
     cells = [nbformat.v4.new_code_cell(src % {"start": START_SCORE} if "%(" in src else src)
-             for src in NOTEBOOK_CELLS]
+             for src in (sources or NOTEBOOK_CELLS)]
     cells[0].metadata["jupyter"] = {"source_hidden": True}  # the explorer, not the code, on screen
     nb = nbformat.v4.new_notebook(cells=cells, metadata={
         "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
@@ -333,3 +333,114 @@ def test_explorer_in_jupyterlab_with_chromium(tmp_path):
     finally:
         lab.stop()
     print(f"browser test: {time.monotonic() - t0:.1f} s; screenshot {SCREENSHOT}")
+
+
+ERROR_CELLS = [
+    """import json, os, tempfile
+from pathlib import Path
+
+import torch
+
+from workbench import model_zoo, vis
+from workbench.data import DatasetCatalog, build_detection_test_loader
+from workbench.data.datasets.shapes import register_shapes
+from workbench.engine import DefaultPredictor
+from workbench.evaluation import COCOEvaluator, inference_on_dataset
+
+torch.set_num_threads(1)
+if "shapes_val_first3_browser" not in DatasetCatalog.list():
+    register_shapes("shapes_val_first3_browser", "val", 3, 0)
+cfg = model_zoo.get_config("Shapes/panoptic_kp_R_50_FPN_small.yaml", trained=True)
+cfg.MODEL.DEVICE = "cpu"
+predictor = DefaultPredictor(cfg)
+ev = COCOEvaluator("shapes_val_first3_browser", tasks=("bbox",), distributed=False,
+                   output_dir=tempfile.mkdtemp())
+inference_on_dataset(predictor.model, build_detection_test_loader(cfg, "shapes_val_first3_browser"),
+                     ev, progress=False)
+ex = vis.ErrorExplorer(ev, breakdown=ev.error_breakdown("bbox"), predictor=predictor)
+
+def record(_change=None):
+    err = ex.last.drawn["error"]
+    state = dict(ex.state, rows=len(ex.table), renders=ex.renders,
+                 error=None if err is None else {"kind": err["kind"], "image": str(err["image_id"])})
+    Path("state.json.tmp").write_text(json.dumps(state))
+    os.replace("state.json.tmp", "state.json")
+
+for control in ex.controls.values():
+    control.observe(record, names="value")
+record()""",
+    "ex",
+]
+
+
+def test_error_explorer_in_jupyterlab_with_chromium(tmp_path):
+    """The dataset explorer in the real browser: click a row of the error table, see the error
+    on its image and its provenance."""
+    _skip_without_tools()
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "root"
+    root.mkdir()
+    _write_notebook(root / "errors.ipynb", ERROR_CELLS)
+    state_file = root / "state.json"
+
+    def state():
+        try:
+            return json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    lab = _Lab(root, tmp_path)
+    try:
+        lab.wait_ready()
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1100})
+                page.set_default_timeout(30_000)
+                page.goto(f"{lab.base}/lab/tree/errors.ipynb?reset&token={lab.token}")
+                page.locator(".jp-NotebookPanel").first.wait_for(state="visible", timeout=40_000)
+                indicator = page.locator(".jp-Notebook-ExecutionIndicator").first
+
+                def kernel_idle():
+                    return indicator.get_attribute("data-status") == "idle"
+
+                def kernel_connected():
+                    dialog = page.locator(".jp-Dialog")
+                    if dialog.count():
+                        dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+                    kernels = lab.api("/api/kernels")
+                    return kernels and kernels[0].get("connections", 0) > 0 and kernel_idle()
+
+                _wait(kernel_connected, 40, "the kernel to start and the page to connect to it")
+                prompts = page.locator(".jp-InputPrompt")
+                for attempt in range(4):
+                    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+                    page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
+                    try:
+                        _wait(lambda: any(re.search(r"\[(\*|\d+)\]", t)
+                                          for t in prompts.all_inner_texts()), 8, "the cells to start")
+                        break
+                    except TimeoutError:
+                        if attempt == 3:
+                            raise
+                table = page.locator(".widget-select", has=page.locator(
+                    ".widget-label", has_text=re.compile(r"^errors$"))).first.locator("select")
+                table.wait_for(state="visible", timeout=90_000)
+                _wait(lambda: kernel_idle() and not any("[*]" in t for t in prompts.all_inner_texts()),
+                      60, "all cells to finish")
+                before = _wait(state, 10, "the notebook's state file")
+                assert before["row"] == -1 and before["error"] is None and before["rows"] > 0, before
+                table.select_option(index=1)  # the first error of the table
+                chosen = _wait(lambda: (lambda s: kernel_idle() and s and s["row"] == 0 and s)(state()),
+                               30, "the kernel to show the chosen error")
+                assert chosen["error"] is not None and chosen["renders"] > before["renders"], chosen
+                page.locator(".widget-html pre").first.wait_for(state="visible", timeout=15_000)
+                text = page.locator(".widget-html pre").first.inner_text()
+                assert "from proposal" in text or "WhyMissed" in text, text
+            finally:
+                browser.close()
+    except Exception as e:
+        raise AssertionError(f"{e}\n--- JupyterLab log ---\n{lab.log_tail()}") from e
+    finally:
+        lab.stop()
