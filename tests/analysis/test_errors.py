@@ -135,3 +135,6 @@ def test_pr_curves_and_best_f1(dataset):
     assert a.best_f1 == pytest.approx(0.5) and a.best_f1_score == pytest.approx(0.9)
     assert b.num_gt == 2 and b.best_f1_score == pytest.approx(0.6)
     assert a.ap == pytest.approx(100 * 34 / 101)  # precision 1 up to recall 1/3: 34 of 101 points
+    from workbench.analysis import plot_pr_curves
+
+    assert plot_pr_curves([a, b]).to_png_bytes()[:4] == b"\x89PNG"

@@ -15,7 +15,7 @@ impact, unknown recall and AP when some classes are held out as unknown; :func:`
 the best anchor IoU per level and the RPN's recall of every object, by object size.
 """
 
-from .confusion import ConfusionMatrix, PRCurve, confusion_matrix, pr_curves
+from .confusion import ConfusionMatrix, PRCurve, confusion_matrix, plot_pr_curves, pr_curves
 from .coverage import AnchorCoverage, anchor_coverage
 from .embeddings import DetectionEmbeddings, detection_embeddings, pca_2d
 from .errors import ERROR_TYPES, ErrorBreakdown, coco_ap, error_breakdown
@@ -24,7 +24,7 @@ from .open_set import OpenSetImage, OpenSetMetrics, energy_histogram, open_set_m
 from .per_image import ImageResult, per_image_results
 
 __all__ = ["ImageResult", "per_image_results", "ERROR_TYPES", "ErrorBreakdown", "error_breakdown",
-           "coco_ap", "ConfusionMatrix", "confusion_matrix", "PRCurve", "pr_curves",
+           "coco_ap", "ConfusionMatrix", "confusion_matrix", "PRCurve", "pr_curves", "plot_pr_curves",
            "ImageSummary", "rank_images", "ImageExplanation", "explain_image",
            "DetectionEmbeddings", "detection_embeddings", "pca_2d",
            "OpenSetImage", "OpenSetMetrics", "open_set_metrics", "energy_histogram",

@@ -21,7 +21,7 @@ import numpy as np
 from .errors import _ious, coco_ap
 from .per_image import ImageResult
 
-__all__ = ["ConfusionMatrix", "confusion_matrix", "PRCurve", "pr_curves"]
+__all__ = ["ConfusionMatrix", "confusion_matrix", "PRCurve", "pr_curves", "plot_pr_curves"]
 
 
 @dataclass
@@ -176,3 +176,29 @@ def pr_curves(results: Dict[object, ImageResult], num_classes: int,
                               float(s[best]) if best >= 0 else float("nan"), name))
     return curves
 
+
+
+def plot_pr_curves(curves: List[PRCurve], *, ncols: int = 4):
+    """One panel per class: precision against recall, the best-F1 point marked, AP in the title
+    (a PlotImage)."""
+    from workbench.vis import PlotImage
+
+    n = max(len(curves), 1)
+    nrows, ncols = -(-n // ncols), min(ncols, n)
+    fig = PlotImage(nrows, ncols, panel=2.0)
+    for ax in fig.axes:
+        ax.set_axis_off()
+    for ax, c in zip(fig.axes, curves):
+        ax.set_axis_on()
+        ax.plot(c.recall, c.precision, linewidth=1)
+        if len(c.scores):
+            f1 = np.where(c.precision + c.recall > 0,
+                          2 * c.precision * c.recall / np.maximum(c.precision + c.recall, 1e-12), 0)
+            b = int(f1.argmax())
+            ax.plot([c.recall[b]], [c.precision[b]], "o", markersize=3)
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
+        name = c.class_name or f"class {c.cls}"
+        ax.set_title(f"{name}: AP {c.ap:.1f}, F1 {c.best_f1:.2f} @ {c.best_f1_score:.2f}", fontsize=6)
+        ax.tick_params(labelsize=5)
+    return fig
