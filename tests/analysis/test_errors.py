@@ -3,18 +3,12 @@ its identities (nothing fixed = the evaluator's AP, everything fixed = 100)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-import torch
 
+from coco_cases import instances, remove_dataset, write_dataset
 from workbench.analysis import ERROR_TYPES
-from workbench.data import DatasetCatalog, MetadataCatalog
-from workbench.data.datasets import register_coco_instances
 from workbench.evaluation import COCOEvaluator
-from workbench.structures import Boxes, Instances
 
-H, W = 60, 80
 # annotation id, image id, category id (5 = a, 9 = b), XYXY, iscrowd
 GT = [(1, 1, 5, (10, 10, 30, 30), 0), (2, 1, 5, (40, 20, 70, 50), 0),
       (3, 2, 9, (5, 5, 25, 45), 0), (4, 2, 9, (50, 5, 78, 55), 1),
@@ -36,31 +30,16 @@ KINDS = {1: [None, "duplicate", "cls"], 2: [None, "cls"], 3: ["loc", "both", "bk
 
 @pytest.fixture
 def dataset(tmp_path):
-    anns = [{"id": a, "image_id": i, "category_id": c, "iscrowd": crowd,
-             "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float((x1 - x0) * (y1 - y0)),
-             "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]}
-            for a, i, c, (x0, y0, x1, y1), crowd in GT]
-    data = {"images": [{"id": i, "file_name": f"{i}.png", "height": H, "width": W} for i in (1, 2, 3)],
-            "annotations": anns, "categories": [{"id": 5, "name": "a"}, {"id": 9, "name": "b"}]}
-    path = tmp_path / "gt.json"
-    path.write_text(json.dumps(data))
-    name = f"errors_{tmp_path.name}"
-    register_coco_instances(name, {}, str(path), str(tmp_path))
-    DatasetCatalog.get(name)
+    name = write_dataset(tmp_path, GT, (1, 2, 3), "errors")
     yield name
-    DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
+    remove_dataset(name)
 
 
 def _evaluate(name, img_ids=None):
     ev = COCOEvaluator(name, tasks=("bbox",), distributed=False)
     ev.reset()
     for image_id, entries in PREDS.items():
-        inst = Instances((H, W))
-        inst.pred_boxes = Boxes(torch.tensor([e[0] for e in entries], dtype=torch.float32))
-        inst.scores = torch.tensor([e[1] for e in entries])
-        inst.pred_classes = torch.tensor([e[2] for e in entries])
-        ev.process([{"image_id": image_id}], [{"instances": inst}])
+        ev.process([{"image_id": image_id}], [{"instances": instances(entries)}])
     return ev, ev.evaluate(img_ids=img_ids)
 
 

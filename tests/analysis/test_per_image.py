@@ -8,14 +8,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from workbench.data import DatasetCatalog, MetadataCatalog
+from coco_cases import H, W, instances, remove_dataset, write_dataset
 from workbench.data.datasets import register_coco_instances
 from workbench.evaluation import COCOEvaluator
-from workbench.structures import Boxes, Instances
 
-H, W = 60, 80
 # annotation id, image id, dataset category id, XYXY box, iscrowd
 GT = [(1, 1, 5, (10, 10, 30, 30), 0), (2, 1, 5, (40, 20, 70, 50), 0),
       (3, 2, 9, (5, 5, 25, 45), 0), (4, 2, 9, (50, 5, 78, 55), 1)]
@@ -23,28 +20,12 @@ GT = [(1, 1, 5, (10, 10, 30, 30), 0), (2, 1, 5, (40, 20, 70, 50), 0),
 
 @pytest.fixture
 def dataset(tmp_path):
-    anns = [{"id": a, "image_id": i, "category_id": c, "iscrowd": crowd,
-             "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float((x1 - x0) * (y1 - y0)),
-             "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]}
-            for a, i, c, (x0, y0, x1, y1), crowd in GT]
-    data = {"images": [{"id": i, "file_name": f"{i}.png", "height": H, "width": W} for i in (1, 2)],
-            "annotations": anns, "categories": [{"id": 5, "name": "a"}, {"id": 9, "name": "b"}]}
-    path = tmp_path / "gt.json"
-    path.write_text(json.dumps(data))
-    name = f"per_image_{tmp_path.name}"
-    register_coco_instances(name, {}, str(path), str(tmp_path))
-    DatasetCatalog.get(name)  # fills the id mapping, as a training run would
+    name = write_dataset(tmp_path, GT, (1, 2), "per_image")
     yield name
-    DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
+    remove_dataset(name)
 
 
-def _inst(entries):
-    inst = Instances((H, W))
-    inst.pred_boxes = Boxes(torch.tensor([e[0] for e in entries], dtype=torch.float32).reshape(-1, 4))
-    inst.scores = torch.tensor([e[1] for e in entries], dtype=torch.float32)
-    inst.pred_classes = torch.tensor([e[2] for e in entries], dtype=torch.int64)
-    return inst
+_inst = instances
 
 
 PREDS = {
@@ -108,15 +89,7 @@ def test_bad_requests_and_bad_predictions_are_named(dataset):
 
 
 def test_a_dataset_never_loaded_is_not_silently_ap_0(tmp_path, caplog):
-    anns = [{"id": a, "image_id": i, "category_id": c, "iscrowd": crowd,
-             "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float((x1 - x0) * (y1 - y0))}
-            for a, i, c, (x0, y0, x1, y1), crowd in GT]
-    data = {"images": [{"id": i, "file_name": f"{i}.png", "height": H, "width": W} for i in (1, 2)],
-            "annotations": anns, "categories": [{"id": 5, "name": "a"}, {"id": 9, "name": "b"}]}
-    path = tmp_path / "gt.json"
-    path.write_text(json.dumps(data))
-    name = f"never_loaded_{tmp_path.name}"
-    register_coco_instances(name, {}, str(path), str(tmp_path))  # no DatasetCatalog.get(name)
+    name = write_dataset(tmp_path, GT, (1, 2), "never_loaded", load=False, masks=False)
     try:
         perfect = {1: [((10, 10, 30, 30), 0.9, 0), ((40, 20, 70, 50), 0.8, 0)],
                    2: [((5, 5, 25, 45), 0.7, 1)]}
@@ -129,8 +102,7 @@ def test_a_dataset_never_loaded_is_not_silently_ap_0(tmp_path, caplog):
         assert res["bbox"]["AP"] == pytest.approx(100.0)
         assert "never loaded" in caplog.text
     finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+        remove_dataset(name)
 
 
 def test_a_dataset_without_annotations_says_so(tmp_path, caplog):
@@ -149,5 +121,4 @@ def test_a_dataset_without_annotations_says_so(tmp_path, caplog):
         res = ev.evaluate()
         assert "bbox" not in res  # no NaN AP
     finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+        remove_dataset(name)

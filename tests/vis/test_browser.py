@@ -201,6 +201,43 @@ def _wait(predicate, timeout: float, what: str, interval: float = 0.2):
         time.sleep(interval)
 
 
+def _open_and_run_all(page, lab, notebook: str):
+    """Open ``notebook`` in JupyterLab, wait for its kernel, run all cells (Run > Run All);
+    returns (kernel_idle, prompts)."""
+    page.goto(f"{lab.base}/lab/tree/{notebook}?reset&token={lab.token}")
+    page.locator(".jp-NotebookPanel").first.wait_for(state="visible", timeout=40_000)
+    indicator = page.locator(".jp-Notebook-ExecutionIndicator").first
+
+    def kernel_idle():
+        return indicator.get_attribute("data-status") == "idle"
+
+    prompts = page.locator(".jp-InputPrompt")
+
+    def kernel_connected():  # the indicator reads "idle" before the kernel is there
+        dialog = page.locator(".jp-Dialog")
+        if dialog.count():  # "Select Kernel" despite the setting: take the preferred one
+            dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+        kernels = lab.api("/api/kernels")
+        return kernels and kernels[0].get("connections", 0) > 0 and kernel_idle()
+
+    _wait(kernel_connected, 40, "the kernel to start and the page to connect to it")
+    page.keyboard.press("Control+b")  # close the file browser: room for the explorer
+
+    def started():
+        return any(re.search(r"\[(\*|\d+)\]", t) for t in prompts.all_inner_texts())
+
+    for attempt in range(4):  # Run > Run All Cells (again if the kernel missed it)
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
+        try:
+            _wait(started, 8, "the cells to start")
+            break
+        except TimeoutError:
+            if attempt == 3:
+                raise
+    return kernel_idle, prompts
+
+
 def _save_atomic(data: bytes, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -237,38 +274,7 @@ def test_explorer_in_jupyterlab_with_chromium(tmp_path):
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1100})
                 page.set_default_timeout(30_000)
-                page.goto(f"{lab.base}/lab/tree/explorer.ipynb?reset&token={lab.token}")
-                notebook = page.locator(".jp-NotebookPanel").first
-                notebook.wait_for(state="visible", timeout=40_000)
-                indicator = page.locator(".jp-Notebook-ExecutionIndicator").first
-
-                def kernel_idle():
-                    return indicator.get_attribute("data-status") == "idle"
-
-                prompts = page.locator(".jp-InputPrompt")
-
-                def kernel_connected():  # the indicator reads "idle" before the kernel is there
-                    dialog = page.locator(".jp-Dialog")
-                    if dialog.count():  # "Select Kernel" despite the setting: take the preferred one
-                        dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
-                    kernels = lab.api("/api/kernels")
-                    return kernels and kernels[0].get("connections", 0) > 0 and kernel_idle()
-
-                _wait(kernel_connected, 40, "the kernel to start and the page to connect to it")
-                page.keyboard.press("Control+b")  # close the file browser: room for the explorer
-
-                def started():
-                    return any(re.search(r"\[(\*|\d+)\]", t) for t in prompts.all_inner_texts())
-
-                for attempt in range(4):  # Run > Run All Cells (again if the kernel missed it)
-                    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-                    page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
-                    try:
-                        _wait(started, 8, "the cells to start")
-                        break
-                    except TimeoutError:
-                        if attempt == 3:
-                            raise
+                kernel_idle, prompts = _open_and_run_all(page, lab, "explorer.ipynb")
                 slider = page.locator(".widget-slider", has=page.locator(
                     ".widget-label", has_text=re.compile(r"^score$"))).first
                 slider.wait_for(state="visible", timeout=60_000)
@@ -398,32 +404,7 @@ def test_error_explorer_in_jupyterlab_with_chromium(tmp_path):
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1100})
                 page.set_default_timeout(30_000)
-                page.goto(f"{lab.base}/lab/tree/errors.ipynb?reset&token={lab.token}")
-                page.locator(".jp-NotebookPanel").first.wait_for(state="visible", timeout=40_000)
-                indicator = page.locator(".jp-Notebook-ExecutionIndicator").first
-
-                def kernel_idle():
-                    return indicator.get_attribute("data-status") == "idle"
-
-                def kernel_connected():
-                    dialog = page.locator(".jp-Dialog")
-                    if dialog.count():
-                        dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
-                    kernels = lab.api("/api/kernels")
-                    return kernels and kernels[0].get("connections", 0) > 0 and kernel_idle()
-
-                _wait(kernel_connected, 40, "the kernel to start and the page to connect to it")
-                prompts = page.locator(".jp-InputPrompt")
-                for attempt in range(4):
-                    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-                    page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
-                    try:
-                        _wait(lambda: any(re.search(r"\[(\*|\d+)\]", t)
-                                          for t in prompts.all_inner_texts()), 8, "the cells to start")
-                        break
-                    except TimeoutError:
-                        if attempt == 3:
-                            raise
+                kernel_idle, prompts = _open_and_run_all(page, lab, "errors.ipynb")
                 table = page.locator(".widget-select", has=page.locator(
                     ".widget-label", has_text=re.compile(r"^errors$"))).first.locator("select")
                 table.wait_for(state="visible", timeout=90_000)

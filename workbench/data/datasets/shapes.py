@@ -24,14 +24,7 @@ swaps "left" and "right". Visibility: 2 if no later shape covers the point, 1 if
 The drawing is :mod:`.shapes_render`; this module caches its images on disk as splits,
 writes their dataset dicts and registers them.
 
-Coordinates are continuous (detectron2's dataset-dict convention): pixel ``(i, j)`` covers
-``[j, j+1) x [i, i+1)``; its centre is ``(j + 0.5, i + 0.5)``; masks are rendered by testing
-pixel centres against the exact geometry.
-
-Shape legend:
-    H x W   image size (each side in 256..384)
-    K       shapes in one image
-    V       vertices of one polygon
+Coordinates, the shape legend and how images are drawn: see :mod:`.shapes_render`.
 """
 
 from __future__ import annotations
