@@ -117,3 +117,32 @@ def test_pr_curves_and_best_f1(dataset):
     from workbench.analysis import plot_pr_curves
 
     assert plot_pr_curves([a, b]).to_png_bytes()[:4] == b"\x89PNG"
+
+
+def test_mask_results_need_their_coco_eval_and_empty_classes_have_no_threshold(dataset):
+    from workbench.analysis import confusion_matrix, error_breakdown, pr_curves
+
+    ev = COCOEvaluator(dataset, tasks=("bbox", "segm"), distributed=False)
+    ev.reset()
+    import numpy as np
+    import torch
+
+    for image_id, entries in PREDS.items():
+        inst = instances(entries)
+        h, w = inst.image_size
+        masks = torch.zeros(len(inst), h, w, dtype=torch.bool)
+        for k, (x0, y0, x1, y1) in enumerate(inst.pred_boxes.tensor.round().int().tolist()):
+            masks[k, y0:y1, x0:x1] = True
+        inst.pred_masks = masks
+        ev.process([{"image_id": image_id}], [{"instances": inst}])
+    res = ev.evaluate()
+    with pytest.raises(ValueError, match="mask results"):
+        error_breakdown(ev.per_image("segm"))
+    with pytest.raises(ValueError, match="mask results"):
+        confusion_matrix(ev.per_image("segm"), 2)
+    b = ev.error_breakdown("segm")
+    assert b.ap == pytest.approx(res["segm"]["AP50"], abs=1e-6)
+    cm = ev.confusion_matrix("segm")
+    assert cm.counts[:2].sum(axis=1).tolist() == [3, 2]
+    no_objects = pr_curves({k: r for k, r in ev.per_image("bbox").items() if k == 1}, 2)[1]
+    assert no_objects.num_gt == 0 and np.isnan(no_objects.best_f1_score)

@@ -122,3 +122,25 @@ def test_a_dataset_without_annotations_says_so(tmp_path, caplog):
         assert "bbox" not in res  # no NaN AP
     finally:
         remove_dataset(name)
+
+
+def test_evaluate_twice_and_reset(dataset):
+    ev = _evaluator(dataset)
+    first = ev.per_image("bbox")
+    assert all(type(k) is int for k in first)  # not numpy ints: json-serialisable
+    assert [r["category_id"] for r in ev.predictions[0]["instances"]] == [0, 0, 1]  # still contiguous
+    again = ev.evaluate(img_ids=[1])  # maps the ids again from the stored predictions
+    assert again["bbox"]["AP50"] >= 0 and set(ev.per_image("bbox")) == {1}
+    ev.reset()
+    with pytest.raises(ValueError, match="No evaluation yet"):
+        ev.output_row(1)
+
+
+def test_class_agnostic_evaluations_are_refused(dataset):
+    from workbench.analysis import per_image_results
+
+    ev = _evaluator(dataset)
+    e = ev.coco_evals["bbox"]
+    e.params.useCats = 0
+    with pytest.raises(ValueError, match="useCats"):
+        per_image_results(e)

@@ -147,3 +147,5 @@ def test_error_explorer_over_the_dataset(tmp_path_factory):
     assert ex.table and all(r["class"] == cls for r in ex.table)
     assert ex.controls["row"].options[1][0].startswith("0: ")
     assert ex.png[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="same threshold"):
+        vis.ErrorExplorer(ev, breakdown=b, iou_thresh=0.75)

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .errors import _ious, coco_ap
+from .errors import _ious, coco_ap, geometry_of
 from .per_image import ImageResult
 
 __all__ = ["ConfusionMatrix", "confusion_matrix", "PRCurve", "pr_curves", "plot_pr_curves"]
@@ -81,26 +81,30 @@ class ConfusionMatrix:
 
 
 def confusion_matrix(results: Dict[object, ImageResult], num_classes: int, *,
-                     score_thresh: float = 0.0, class_names: Optional[List[str]] = None
-                     ) -> ConfusionMatrix:
+                     score_thresh: float = 0.0, class_names: Optional[List[str]] = None,
+                     coco_eval=None) -> ConfusionMatrix:
     """The confusion matrix of per-image results (see the module docstring).
 
     Example::
 
         cm = confusion_matrix(evaluator.per_image("bbox", 0.5), 7, score_thresh=0.5)
         cm.counts[:7].sum(1)        # == the number of objects of each class
+
+    Args:
+        coco_eval: for mask results, the segm ``COCOeval`` they come from (mask IoUs).
     """
     if not 0.0 <= score_thresh <= 1.0:
         raise ValueError(f"score_thresh must be in [0, 1], got {score_thresh}.")
     K = int(num_classes)
     m = np.zeros((K + 1, K + 1), dtype=np.int64)
     t = next(iter(results.values())).iou_thresh if results else 0.5
+    geometry = geometry_of(results, coco_eval)
     for r in results.values():
         bad = [int(c) for c in np.concatenate([r.categories, r.gt_categories]) if not 0 <= c < K]
         if bad:
             raise ValueError(f"image {r.image_id}: class {bad[0]} is outside [0, {K}) "
                              f"(num_classes={K}).")
-        iou = _ious(r, lambda r_, w: (r_.boxes if w == "dt" else r_.gt_boxes).tolist())
+        iou = _ious(r, geometry)
         # Objects taken by a true positive above the score threshold (below it, not detected).
         keep_tp = r.tp & (r.scores >= score_thresh)
         used = {int(np.nonzero(r.gt_ids == g)[0][0]) for g in r.matched_gt[keep_tp]}
@@ -167,7 +171,7 @@ def pr_curves(results: Dict[object, ImageResult], num_classes: int,
         precision = tps / np.maximum(tps + fps, 1e-12)
         recall = tps / num_gt if num_gt else np.zeros_like(tps)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
-        best = int(f1.argmax()) if len(f1) else -1
+        best = int(f1.argmax()) if len(f1) and num_gt else -1
         ap = coco_ap(s, k.astype(bool), num_gt)
         name = class_names[c] if class_names and c < len(class_names) else None
         curves.append(PRCurve(c, num_gt, s, precision, recall,

@@ -105,10 +105,11 @@ def anchor_coverage(predictor, dataset_dicts: Sequence[Dict[str, Any]], *,
         keep = ~gt.crowd
         boxes = tr.preprocess.to_input(gt.boxes[keep].to(tr.preprocess.images.tensor.device), 0)
         gtb = Boxes(boxes)
-        per_level = torch.stack([pairwise_iou(gtb, a).max(dim=1).values if len(a) else
-                                 torch.zeros(len(gtb)) for a in tr.rpn.anchors], dim=1)  # (G, L)
+        zeros = boxes.new_zeros(len(gtb))
+        per_level = torch.stack([pairwise_iou(gtb, a).max(dim=1).values if len(a) else zeros
+                                 for a in tr.rpn.anchors], dim=1)  # (G, L)
         props = tr.proposals[0].proposal_boxes
-        piou = pairwise_iou(gtb, props).max(dim=1).values if len(props) else torch.zeros(len(gtb))
+        piou = pairwise_iou(gtb, props).max(dim=1).values if len(props) else zeros
         wh = (gt.boxes[keep, 2:] - gt.boxes[keep, :2]).clamp(min=0)
         cols["img"] += [d.get("image_id")] * int(keep.sum())
         cols["cls"].append(gt.classes[keep].numpy())

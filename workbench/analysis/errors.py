@@ -18,7 +18,8 @@ ECCV 2020) changes only those errors, in score order, and AP is recomputed: ``cl
 become true positives of their object when it is still free (else they are suppressed as
 duplicates), ``both`` / ``duplicate`` / ``bkg`` are suppressed, ``miss`` objects leave the
 ground truth. dAP = AP(fixed) - AP. ``FP`` suppresses every false positive, ``FN`` removes every
-missed object. Fixing everything gives AP 100.
+object no true positive took (the misses and the objects under a ``cls`` / ``loc`` error).
+Fixing everything gives AP 100.
 
 Shape legend: D detections of one image, G objects; AP in percent (COCO's 101-point rule).
 """
@@ -143,6 +144,23 @@ def _ious(r: ImageResult, geometry) -> np.ndarray:
     return iou.reshape(D, G)
 
 
+def geometry_of(results: Dict[object, ImageResult], coco_eval=None):
+    """How to read the detections' and objects' geometry for IoUs: boxes, or (for mask results)
+    the RLEs of the ``COCOeval`` they came from (required then)."""
+    segm = any(r.iou_type == "segm" for r in results.values())
+    if segm and (coco_eval is None or coco_eval.params.iouType != "segm"):
+        raise ValueError("These are mask results: pass the segm COCOeval they come from "
+                         "(coco_eval=evaluator.coco_evals['segm']) so IoUs are mask IoUs.")
+
+    def geometry(r: ImageResult, which: str):
+        if segm:
+            if which == "dt":
+                return [coco_eval.cocoDt.anns[int(i)]["segmentation"] for i in r.dt_ids]
+            return [coco_eval.cocoGt.annToRLE(coco_eval.cocoGt.anns[int(i)]) for i in r.gt_ids]
+        return (r.boxes if which == "dt" else r.gt_boxes).tolist()
+    return geometry
+
+
 def _classify(results: Dict[object, ImageResult], geometry, t: float) -> List[_Det]:
     dets: List[_Det] = []
     for img, r in results.items():
@@ -236,14 +254,7 @@ def error_breakdown(results: Dict[object, ImageResult], *, coco_eval=None,
     if not results:
         raise ValueError("error_breakdown needs per-image results of at least one image.")
     t = next(iter(results.values())).iou_thresh
-    segm = coco_eval is not None and coco_eval.params.iouType == "segm"
-
-    def geometry(r: ImageResult, which: str):
-        if segm:
-            if which == "dt":
-                return [coco_eval.cocoDt.anns[int(i)]["segmentation"] for i in r.dt_ids]
-            return [coco_eval.cocoGt.annToRLE(coco_eval.cocoGt.anns[int(i)]) for i in r.gt_ids]
-        return (r.boxes if which == "dt" else r.gt_boxes).tolist()
+    geometry = geometry_of(results, coco_eval)
 
     dets = _classify(results, geometry, t)
     num_gt: Dict[int, int] = {}

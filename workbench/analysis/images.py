@@ -118,6 +118,9 @@ def explain_image(evaluator, predictor, image_id: Any, *, task: str = "bbox",
     from workbench import inspect as wi
     from workbench.data import DatasetCatalog
 
+    if breakdown is not None and abs(breakdown.iou_thresh - iou_thresh) > 1e-9:
+        raise ValueError(f"The breakdown is at IoU {breakdown.iou_thresh}, the explanation asked for "
+                         f"{iou_thresh}: give the same threshold.")
     results = evaluator.per_image(task, iou_thresh)
     if image_id not in results:
         raise KeyError(f"image id {image_id!r} was not evaluated ({len(results)} images were).")
@@ -130,13 +133,16 @@ def explain_image(evaluator, predictor, image_id: Any, *, task: str = "bbox",
     kinds = breakdown.errors.get(image_id) if breakdown is not None else None
     fps = []
     for d in np.nonzero(r.fp)[0].tolist():
-        img, row = evaluator.output_row(int(r.dt_ids[d]))
+        _, row = evaluator.output_row(int(r.dt_ids[d]))
         fps.append((kinds[d] if kinds else "fp", tr.detection(row)))
     misses = []
     gt = tr.ground_truth[0]
     boxes = _xyxy(r.gt_boxes)
     for j in np.nonzero(r.missed)[0].tolist():
         hit = np.nonzero(np.all(np.isclose(gt.boxes.numpy(), boxes[j], atol=1e-3), axis=1))[0]
-        if len(hit):
-            misses.append((j, tr.why_missed(int(hit[0]))))
+        if not len(hit):
+            raise ValueError(f"Object {int(r.gt_ids[j])} of image {image_id!r} (box {boxes[j].tolist()}) "
+                             "is not in the dataset dict's annotations: the evaluation's json and "
+                             f"the dataset {evaluator.dataset_name!r} disagree.")
+        misses.append((j, tr.why_missed(int(hit[0]))))
     return ImageExplanation(tr, r, fps, misses)

@@ -61,6 +61,7 @@ class ImageResult:
     gt_ignored: np.ndarray
     iou_thresh: float
     class_names: Optional[List[str]] = field(default=None, repr=False)
+    iou_type: str = "bbox"  # what was matched: "bbox" or "segm"
 
     @property
     def fp(self) -> np.ndarray:
@@ -98,6 +99,9 @@ def per_image_results(coco_eval, iou_thresh: float = 0.5, *, area: str = "all",
         image id -> :class:`ImageResult`, for every evaluated image.
     """
     p = coco_eval.params
+    if not p.useCats:
+        raise ValueError("per_image_results needs a per-category evaluation (params.useCats=1); "
+                         "with useCats=0 pycocotools matches across classes.")
     if p.iouType not in ("bbox", "segm"):
         raise ValueError(f"per_image_results reads box or mask matchings, got iouType={p.iouType!r}.")
     if not coco_eval.evalImgs:
@@ -148,6 +152,7 @@ def per_image_results(coco_eval, iou_thresh: float = 0.5, *, area: str = "all",
                 acc["ign"].append(ignored)
     out: Dict[Any, ImageResult] = {}
     for img_id, acc in per_img.items():
+        img_id = int(img_id) if isinstance(img_id, np.integer) else img_id  # pycocotools: np.int64
         order = np.argsort(-np.asarray(acc["score"], dtype=np.float64), kind="stable")
 
         def arr(key, dtype, shape=None):
@@ -161,5 +166,6 @@ def per_image_results(coco_eval, iou_thresh: float = 0.5, *, area: str = "all",
             tp=arr("tp", bool)[order], ignored=arr("ign", bool)[order],
             gt_ids=arr("gt", np.int64), gt_categories=arr("gcat", np.int64),
             gt_boxes=arr("gbox", np.float64, (-1, 4)), gt_matched=arr("gm", np.int64),
-            gt_ignored=arr("gign", bool), iou_thresh=float(p.iouThrs[t]), class_names=class_names)
+            gt_ignored=arr("gign", bool), iou_thresh=float(p.iouThrs[t]), class_names=class_names,
+            iou_type=p.iouType)
     return out

@@ -100,6 +100,7 @@ class COCOEvaluator(DatasetEvaluator):
     def reset(self) -> None:
         self._predictions = []
         self.coco_evals = {}
+        self._result_rows = None
 
     def _contiguous_id(self) -> Optional[Dict[int, int]]:
         """Dataset category id -> contiguous class id: the metadata's, or, for a dataset that
@@ -175,6 +176,19 @@ class COCOEvaluator(DatasetEvaluator):
         return error_breakdown(self.per_image(task, iou_thresh, area), coco_eval=self.coco_evals[task],
                                class_names=self._metadata.get("thing_classes"))
 
+    def confusion_matrix(self, task: str = "bbox", iou_thresh: float = 0.5, score_thresh: float = 0.0):
+        """The confusion matrix of the last :meth:`evaluate` (see
+        :func:`workbench.analysis.confusion_matrix`), with the dataset's class names."""
+        from workbench.analysis.confusion import confusion_matrix
+
+        names = self._metadata.get("thing_classes")
+        results = self.per_image(task, iou_thresh)
+        k = len(names) if names else 1 + max((int(c) for r in results.values()
+                                                for c in np.concatenate([r.categories, r.gt_categories])),
+                                               default=0)
+        return confusion_matrix(results, k, score_thresh=score_thresh, class_names=names,
+                                coco_eval=self.coco_evals[task])
+
     def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
         for input, output in zip(inputs, outputs):
             prediction: Dict[str, Any] = {"image_id": input["image_id"]}
@@ -217,7 +231,9 @@ class COCOEvaluator(DatasetEvaluator):
 
     def _eval_predictions(self, predictions: List[Dict[str, Any]], img_ids: Optional[Sequence[int]] = None) -> None:
         self._logger.info("Preparing results for COCO format ...")
-        coco_results = list(itertools.chain(*[x["instances"] for x in predictions]))
+        # Copies: the category ids are mapped to the dataset's below, and the stored predictions
+        # keep their contiguous ids (so evaluate() can run again, e.g. with img_ids).
+        coco_results = [dict(r) for r in itertools.chain(*[x["instances"] for x in predictions])]
         # COCO.loadRes numbers the results 1, 2, ... in this order: id -> (image, output row).
         self._result_rows = [(x["image_id"], j) for x in predictions for j in range(len(x["instances"]))]
         tasks = self._tasks or self._tasks_from_predictions(coco_results)

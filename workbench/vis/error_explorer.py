@@ -19,7 +19,7 @@ detection's provenance or ``why_missed``.
 from __future__ import annotations
 
 import html
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -36,8 +36,14 @@ class ErrorExplorer(Explorer):
     -1: none). ``rows`` lists every error as a dict; ``table`` the filtered, sorted ones."""
 
     def __init__(self, evaluator, *, breakdown=None, predictor=None, task: str = "bbox",
-                 iou_thresh: float = 0.5):
+                 iou_thresh: Optional[float] = None):
         super().__init__()
+        if iou_thresh is None:
+            iou_thresh = breakdown.iou_thresh if breakdown is not None else 0.5
+        if breakdown is not None and abs(breakdown.iou_thresh - iou_thresh) > 1e-9:
+            raise ValueError(f"The breakdown is at IoU {breakdown.iou_thresh}, the explorer was asked "
+                             f"for {iou_thresh}: give the same threshold.")
+        self.iou_thresh = iou_thresh
         from workbench.data import DatasetCatalog, MetadataCatalog
 
         w = _widgets()
@@ -79,7 +85,8 @@ class ErrorExplorer(Explorer):
                              "class": int(r.categories[d]), "score": float(r.scores[d]),
                              "box": r.boxes[d], "dt_id": int(r.dt_ids[d]), "gt": -1})
             for g in np.nonzero(r.missed)[0].tolist():
-                rows.append({"kind": "miss" if b is None or g in b.missed.get(img, []) else "missed",
+                # TIDE charges an object under a cls / loc error to that error: "miss:cls/loc"
+                rows.append({"kind": "miss" if b is None or g in b.missed.get(img, []) else "miss:cls/loc",
                              "image_id": img, "class": int(r.gt_categories[g]), "score": None,
                              "box": r.gt_boxes[g], "dt_id": -1, "gt": g})
         return rows
@@ -106,7 +113,8 @@ class ErrorExplorer(Explorer):
             from workbench.analysis import explain_image
 
             self._explained[img] = explain_image(self.evaluator, self.predictor, img,
-                                                 task=self.task, breakdown=self.breakdown)
+                                                 task=self.task, iou_thresh=self.iou_thresh,
+                                                 breakdown=self.breakdown)
         return self._explained[img]
 
     def _info(self, r: Dict[str, Any]) -> str:
