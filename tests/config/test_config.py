@@ -340,16 +340,26 @@ def test_old_version_is_refused(tmp_path):
 
 # --------------------------------------------------------------------------- unsafe YAML
 def test_python_tags_need_allow_unsafe(tmp_path):
-    path = _write(
-        tmp_path / "unsafe.yaml",
-        "MODEL:\n  ANCHOR_GENERATOR:\n"
-        '    SIZES: !!python/object/apply:eval ["[[x] for x in [1, 2]]"]\n',
-    )
-    with pytest.raises(ValueError, match="allow_unsafe=True"):
-        get_cfg().merge_from_file(str(path))
+    # An eval tag that is not plain arithmetic over literals, and any other Python tag.
+    for i, tag in enumerate(['!!python/object/apply:os.getcwd []',
+                             '!!python/object/apply:eval ["[[len(__import__(\'os\').sep) * 8]]"]']):
+        path = _write(tmp_path / f"unsafe{i}.yaml", f"MODEL:\n  ANCHOR_GENERATOR:\n    SIZES: {tag}\n")
+        with pytest.raises(ValueError, match="allow_unsafe=True"):
+            get_cfg().merge_from_file(str(path))
     cfg = get_cfg()
     cfg.merge_from_file(str(path), allow_unsafe=True)
-    assert cfg.MODEL.ANCHOR_GENERATOR.SIZES == [[1], [2]]
+    assert cfg.MODEL.ANCHOR_GENERATOR.SIZES == [[8]]
+
+
+def test_detectron2_retinanet_eval_tag_loads_safely(tmp_path):
+    # detectron2's configs/Base-RetinaNet.yaml, as written there.
+    path = _write(tmp_path / "retina.yaml", "MODEL:\n  ANCHOR_GENERATOR:\n    SIZES: "
+                  '!!python/object/apply:eval ["[[x, x * 2**(1.0/3), x * 2**(2.0/3) ] '
+                  'for x in [32, 64, 128, 256, 512 ]]"]\n')
+    cfg = get_cfg()
+    cfg.merge_from_file(str(path))
+    expected = [[x, x * 2 ** (1.0 / 3), x * 2 ** (2.0 / 3)] for x in [32, 64, 128, 256, 512]]
+    assert cfg.MODEL.ANCHOR_GENERATOR.SIZES == expected
 
 
 # ------------------------------------------------------------------------- merge_from_list

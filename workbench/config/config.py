@@ -30,6 +30,8 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 import yaml
 from yacs.config import CfgNode as _YacsCfgNode
 
+from .safe_eval import SafeEvalLoader
+
 __all__ = ["BASE_KEY", "CfgNode", "ConfigKeyError", "get_cfg", "global_cfg", "set_global_cfg"]
 
 logger = logging.getLogger(__name__)
@@ -246,7 +248,9 @@ def _read_yaml(filename: str, allow_unsafe: bool) -> Dict[str, Any]:
     with open(filename, encoding="utf-8") as f:
         text = f.read()
     try:
-        data = yaml.safe_load(text)
+        # Safe loading, plus detectron2's "!!python/object/apply:eval" tags when their
+        # expression is plain arithmetic over literals (workbench.config.safe_eval).
+        data = yaml.load(text, Loader=SafeEvalLoader)
     except yaml.constructor.ConstructorError as e:
         if not allow_unsafe:
             raise ValueError(
