@@ -92,7 +92,12 @@ def _eval(node: ast.AST, env: Dict[str, Any]) -> Any:
         return _FUNCTIONS[node.func.id](*args)
     if isinstance(node, ast.ListComp):
         return _comprehension(node.elt, node.generators, env)
-    raise UnsafeExpression(type(node).__name__)
+    if isinstance(node, ast.Call):
+        name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+        raise UnsafeExpression(f"a call of {name!r} (allowed: {', '.join(sorted(_FUNCTIONS))})")
+    if isinstance(node, ast.Attribute):
+        raise UnsafeExpression(f"the attribute {ast.unparse(node)!r}")
+    raise UnsafeExpression(f"{type(node).__name__} ({ast.unparse(node)!r})")
 
 
 def _comprehension(elt: ast.AST, generators, env: Dict[str, Any]) -> list:
