@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import socket
 from datetime import timedelta
 from typing import Any, Callable, Optional, Sequence
@@ -58,8 +59,11 @@ def launch(main_func: Callable[..., Any], num_gpus_per_machine: int, num_machine
         timeout: Timeout of collective operations.
     """
     if _launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
+        owns_group = not dist.is_initialized()
         _init_from_env(timeout)
         main_func(*args)
+        if owns_group:
+            _tear_down()
         return
 
     world_size = num_machines * num_gpus_per_machine
@@ -107,6 +111,9 @@ def _share_cpu_threads(num_local_processes: int) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(num_local_processes, 1)))
 
 
+_TEARDOWN_GRACE_S = 0.5
+
+
 def _distributed_worker(local_rank: int, main_func: Callable[..., Any], world_size: int,
                         num_gpus_per_machine: int, machine_rank: int, dist_url: str,
                         args: Sequence[Any], timeout: timedelta) -> None:
@@ -130,9 +137,16 @@ def _distributed_worker(local_rank: int, main_func: Callable[..., Any], world_si
     # Everyone is set up before anyone starts working.
     comm.synchronize()
     main_func(*args)
-    # Tear down together: a rank that destroys its process group while a peer is still inside a
-    # collective (or still owns gloo connections to it) can make that peer abort in C++
-    # ("terminate called without an active exception"). On an exception, no barrier: the failing
-    # rank exits and the spawner stops the others.
+    # On an exception, no teardown: the failing rank exits and the spawner stops the others.
+    _tear_down()
+
+
+def _tear_down() -> None:
+    """Leave the process group together. A rank that destroys its group while a peer is still
+    inside a collective (or still owns gloo connections to it) can make that peer abort in C++
+    ("terminate called without an active exception"); so can a rank that exits, closing its
+    sockets, while the peer is still tearing down. Hence a barrier, then the destroy, then a
+    moment alive."""
     comm.synchronize()
     dist.destroy_process_group()
+    time.sleep(_TEARDOWN_GRACE_S)

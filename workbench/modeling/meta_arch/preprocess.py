@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from workbench.layers import move_device_like
@@ -38,6 +39,22 @@ def check_batched_inputs(batched_inputs: List[Dict], input_channels: int) -> Non
                 f"batched_inputs[{i}]['image'] must be a ({input_channels}, H, W) tensor in "
                 f"cfg.INPUT.FORMAT channel order; got {shape}."
             )
+        if img.is_floating_point() and not bool(torch.isfinite(img).all()):
+            bad = (~torch.isfinite(img)).nonzero()[0].tolist()
+            raise ValueError(
+                f"batched_inputs[{i}]['image'] has a non-finite value ({img[tuple(bad)].item()}) at "
+                f"(channel, y, x) = {tuple(bad)}; images must hold finite 0-255 values."
+            )
+        for key in ("height", "width"):
+            if key in x:
+                v = x[key]
+                if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_floating_point():
+                    v = int(v)
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                    raise ValueError(
+                        f"batched_inputs[{i}]['{key}'] must be a positive int (the output size in "
+                        f"pixels); got {x[key]!r}."
+                    )
 
 
 class PixelNormalizer:
