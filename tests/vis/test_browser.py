@@ -14,6 +14,7 @@ reason. Playwright's own browser download (``playwright install``) is never used
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -238,6 +239,42 @@ def _open_and_run_all(page, lab, notebook: str):
     return kernel_idle, prompts
 
 
+def _state_of(path: Path):
+    """A reader of the JSON state file the notebook writes on every redraw (None until there)."""
+    def state():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+    return state
+
+
+@contextlib.contextmanager
+def _session(tmp_path: Path, notebook: str, sources=None):
+    """JupyterLab on a fresh folder holding ``notebook`` (its cells ``sources``) and a headless
+    Chromium page: yields (lab, page, state). Stops both; a failure carries the server's log."""
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "root"
+    root.mkdir()
+    _write_notebook(root / notebook, sources)
+    lab = _Lab(root, tmp_path)
+    try:
+        lab.wait_ready()
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1100})
+                page.set_default_timeout(30_000)
+                yield lab, page, _state_of(root / "state.json")
+            finally:
+                browser.close()
+    except Exception as e:
+        raise AssertionError(f"{e}\n--- JupyterLab log ---\n{lab.log_tail()}") from e
+    finally:
+        lab.stop()
+
+
 def _save_atomic(data: bytes, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -247,97 +284,70 @@ def _save_atomic(data: bytes, path: Path) -> None:
 
 def test_explorer_in_jupyterlab_with_chromium(tmp_path):
     _skip_without_tools()
-    from playwright.sync_api import sync_playwright
-
     from workbench.model_zoo import get_checkpoint_url
 
     weights = get_checkpoint_url("Shapes/panoptic_kp_R_50_FPN_small.yaml")
     assert os.path.isfile(weights), f"The embedded model's weights are missing: {weights}"
     t0 = time.monotonic()
-    root = tmp_path / "root"
-    root.mkdir()
-    _write_notebook(root / "explorer.ipynb")
-    state_file = root / "state.json"
-
-    def state():
+    with _session(tmp_path, "explorer.ipynb") as (lab, page, state):
         try:
-            return json.loads(state_file.read_text())
-        except (OSError, ValueError):
-            return None
+            kernel_idle, prompts = _open_and_run_all(page, lab, "explorer.ipynb")
+            slider = page.locator(".widget-slider", has=page.locator(
+                ".widget-label", has_text=re.compile(r"^score$"))).first
+            slider.wait_for(state="visible", timeout=60_000)
+            _wait(lambda: kernel_idle() and not any("[*]" in t for t in prompts.all_inner_texts()),
+                  30, "all cells to finish")
+            before_state = _wait(state, 10, "the notebook's state file")
+            assert before_state["score_thresh"] == START_SCORE and before_state["boxes"] == 0, before_state
 
-    lab = _Lab(root, tmp_path)
-    page = None
-    try:
-        lab.wait_ready()
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            image = page.locator(".jupyter-widgets.widget-image:visible").first
+            image.wait_for(state="visible")
+            readout = slider.locator(".widget-readout")
+            assert readout.inner_text().strip() == f"{START_SCORE:.2f}"
+            before_png = image.screenshot()
+
+            # The keyboard: focus the slider's handle and page down to END_SCORE.
+            handle = slider.locator(".noUi-handle").first
+            handle.focus()
+            for _ in range(round((START_SCORE - END_SCORE) / PAGE_STEP)):
+                handle.press("PageDown")
+            _wait(lambda: readout.inner_text().strip() == f"{END_SCORE:.2f}", 10,
+                  f"the slider readout to show {END_SCORE:.2f}")
+
+            def settled():
+                s = state()
+                return kernel_idle() and s and abs(s["score_thresh"] - END_SCORE) < 1e-6 and s
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1100})
-                page.set_default_timeout(30_000)
-                kernel_idle, prompts = _open_and_run_all(page, lab, "explorer.ipynb")
-                slider = page.locator(".widget-slider", has=page.locator(
-                    ".widget-label", has_text=re.compile(r"^score$"))).first
-                slider.wait_for(state="visible", timeout=60_000)
-                _wait(lambda: kernel_idle() and not any("[*]" in t for t in prompts.all_inner_texts()),
-                      30, "all cells to finish")
-                before_state = _wait(state, 10, "the notebook's state file")
-                assert before_state["score_thresh"] == START_SCORE and before_state["boxes"] == 0, before_state
+                after_state = _wait(settled, 30, "the kernel to redraw at the new threshold and go idle")
+            except TimeoutError as e:
+                raise TimeoutError(f"{e}; last state {state()}") from None
+            time.sleep(0.5)  # let the front end swap the image in
+            after_png = _wait(lambda: (lambda b: b if b != before_png else None)(image.screenshot()),
+                              10, "the rendered image to change")
+            assert after_state["boxes"] == after_state["expected"] >= 1, after_state
+            assert after_state["masks"] == after_state["boxes"]
+            assert after_state["renders"] > before_state["renders"]
+            assert after_png != before_png
 
-                image = page.locator(".jupyter-widgets.widget-image:visible").first
-                image.wait_for(state="visible")
-                readout = slider.locator(".widget-readout")
-                assert readout.inner_text().strip() == f"{START_SCORE:.2f}"
-                before_png = image.screenshot()
-
-                # The keyboard: focus the slider's handle and page down to END_SCORE.
-                handle = slider.locator(".noUi-handle").first
-                handle.focus()
-                for _ in range(round((START_SCORE - END_SCORE) / PAGE_STEP)):
-                    handle.press("PageDown")
-                _wait(lambda: readout.inner_text().strip() == f"{END_SCORE:.2f}", 10,
-                      f"the slider readout to show {END_SCORE:.2f}")
-
-                def settled():
-                    s = state()
-                    return kernel_idle() and s and abs(s["score_thresh"] - END_SCORE) < 1e-6 and s
-                try:
-                    after_state = _wait(settled, 30, "the kernel to redraw at the new threshold and go idle")
-                except TimeoutError as e:
-                    raise TimeoutError(f"{e}; last state {state()}") from None
-                time.sleep(0.5)  # let the front end swap the image in
-                after_png = _wait(lambda: (lambda b: b if b != before_png else None)(image.screenshot()),
-                                  10, "the rendered image to change")
-                assert after_state["boxes"] == after_state["expected"] >= 1, after_state
-                assert after_state["masks"] == after_state["boxes"]
-                assert after_state["renders"] > before_state["renders"]
-                assert after_png != before_png
-
-                # Choose the top detection in the dropdown: its provenance and crop appear beside.
-                dropdown = page.locator(".widget-dropdown", has=page.locator(
-                    ".widget-label", has_text=re.compile(r"^detection$"))).first.locator("select")
-                dropdown.select_option(index=1)
-                chosen = _wait(lambda: (lambda s: kernel_idle() and s and s["detection"] >= 0 and s)(state()),
-                               20, "the kernel to show the chosen detection")
-                info = page.locator(".widget-html pre", has_text="from proposal").first
-                info.wait_for(state="visible", timeout=10_000)
-                assert chosen["boxes"] == after_state["boxes"], chosen  # the outline is not a detection
-                image.scroll_into_view_if_needed()
-                time.sleep(0.3)
-                _save_atomic(page.screenshot(full_page=False), SCREENSHOT)
-                SCREENSHOT.with_name("browser_explorer_failure.png").unlink(missing_ok=True)
+            # Choose the top detection in the dropdown: its provenance and crop appear beside.
+            dropdown = page.locator(".widget-dropdown", has=page.locator(
+                ".widget-label", has_text=re.compile(r"^detection$"))).first.locator("select")
+            dropdown.select_option(index=1)
+            chosen = _wait(lambda: (lambda s: kernel_idle() and s and s["detection"] >= 0 and s)(state()),
+                           20, "the kernel to show the chosen detection")
+            info = page.locator(".widget-html pre", has_text="from proposal").first
+            info.wait_for(state="visible", timeout=10_000)
+            assert chosen["boxes"] == after_state["boxes"], chosen  # the outline is not a detection
+            image.scroll_into_view_if_needed()
+            time.sleep(0.3)
+            _save_atomic(page.screenshot(full_page=False), SCREENSHOT)
+            SCREENSHOT.with_name("browser_explorer_failure.png").unlink(missing_ok=True)
+        except Exception:
+            try:
+                _save_atomic(page.screenshot(), SCREENSHOT.with_name("browser_explorer_failure.png"))
             except Exception:
-                if page is not None:
-                    try:
-                        _save_atomic(page.screenshot(), SCREENSHOT.with_name("browser_explorer_failure.png"))
-                    except Exception:
-                        pass
-                raise
-            finally:
-                browser.close()
-    except Exception as e:
-        raise AssertionError(f"{e}\n--- JupyterLab log ---\n{lab.log_tail()}") from e
-    finally:
-        lab.stop()
+                pass
+            raise
     print(f"browser test: {time.monotonic() - t0:.1f} s; screenshot {SCREENSHOT}")
 
 
@@ -383,45 +393,19 @@ def test_error_explorer_in_jupyterlab_with_chromium(tmp_path):
     """The dataset explorer in the real browser: click a row of the error table, see the error
     on its image and its provenance."""
     _skip_without_tools()
-    from playwright.sync_api import sync_playwright
-
-    root = tmp_path / "root"
-    root.mkdir()
-    _write_notebook(root / "errors.ipynb", ERROR_CELLS)
-    state_file = root / "state.json"
-
-    def state():
-        try:
-            return json.loads(state_file.read_text())
-        except (OSError, ValueError):
-            return None
-
-    lab = _Lab(root, tmp_path)
-    try:
-        lab.wait_ready()
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1100})
-                page.set_default_timeout(30_000)
-                kernel_idle, prompts = _open_and_run_all(page, lab, "errors.ipynb")
-                table = page.locator(".widget-select", has=page.locator(
-                    ".widget-label", has_text=re.compile(r"^errors$"))).first.locator("select")
-                table.wait_for(state="visible", timeout=90_000)
-                _wait(lambda: kernel_idle() and not any("[*]" in t for t in prompts.all_inner_texts()),
-                      60, "all cells to finish")
-                before = _wait(state, 10, "the notebook's state file")
-                assert before["row"] == -1 and before["error"] is None and before["rows"] > 0, before
-                table.select_option(index=1)  # the first error of the table
-                chosen = _wait(lambda: (lambda s: kernel_idle() and s and s["row"] == 0 and s)(state()),
-                               30, "the kernel to show the chosen error")
-                assert chosen["error"] is not None and chosen["renders"] > before["renders"], chosen
-                page.locator(".widget-html pre").first.wait_for(state="visible", timeout=15_000)
-                text = page.locator(".widget-html pre").first.inner_text()
-                assert "from proposal" in text or "WhyMissed" in text, text
-            finally:
-                browser.close()
-    except Exception as e:
-        raise AssertionError(f"{e}\n--- JupyterLab log ---\n{lab.log_tail()}") from e
-    finally:
-        lab.stop()
+    with _session(tmp_path, "errors.ipynb", ERROR_CELLS) as (lab, page, state):
+        kernel_idle, prompts = _open_and_run_all(page, lab, "errors.ipynb")
+        table = page.locator(".widget-select", has=page.locator(
+            ".widget-label", has_text=re.compile(r"^errors$"))).first.locator("select")
+        table.wait_for(state="visible", timeout=90_000)
+        _wait(lambda: kernel_idle() and not any("[*]" in t for t in prompts.all_inner_texts()),
+              60, "all cells to finish")
+        before = _wait(state, 10, "the notebook's state file")
+        assert before["row"] == -1 and before["error"] is None and before["rows"] > 0, before
+        table.select_option(index=1)  # the first error of the table
+        chosen = _wait(lambda: (lambda s: kernel_idle() and s and s["row"] == 0 and s)(state()),
+                       30, "the kernel to show the chosen error")
+        assert chosen["error"] is not None and chosen["renders"] > before["renders"], chosen
+        page.locator(".widget-html pre").first.wait_for(state="visible", timeout=15_000)
+        text = page.locator(".widget-html pre").first.inner_text()
+        assert "from proposal" in text or "WhyMissed" in text, text
