@@ -1,7 +1,7 @@
 """The explorer in a real browser: JupyterLab on 127.0.0.1, headless Chromium through Playwright.
 
 The test writes a small explorer notebook (the embedded model traced on the first shapes
-validation image) into a temporary folder, starts JupyterLab there with a token, opens the
+validation image, through the evaluator's test-time input) into a temporary folder, starts JupyterLab there with a token, opens the
 notebook with ``?reset`` in Debian's Chromium, runs all cells from the Run menu, lowers the score
 slider with the keyboard, waits for the kernel to be idle and checks that the picture changed,
 both in the page and on the kernel side (the notebook writes the explorer's state to a file on
@@ -43,9 +43,7 @@ NOTEBOOK_CELLS = [
     """import json, os
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from workbench import inspect as wi
 from workbench import model_zoo, vis
@@ -53,13 +51,11 @@ from workbench.data import MetadataCatalog
 from workbench.data.datasets.shapes import get_shapes_dicts
 
 torch.set_num_threads(1)
+cfg = model_zoo.get_config("Shapes/panoptic_kp_R_50_FPN_small.yaml", trained=True)
 model = model_zoo.get("Shapes/panoptic_kp_R_50_FPN_small.yaml", trained=True).eval()
 d = get_shapes_dicts("val", 1)[0]  # image 0 of shapes_val_100
-rgb = np.asarray(Image.open(d["file_name"]).convert("RGB"))
-inputs = [{"image": torch.as_tensor(np.ascontiguousarray(rgb.transpose(2, 0, 1))),
-           "height": rgb.shape[0], "width": rgb.shape[1]}]
-with torch.no_grad():
-    tr = wi.trace(model, inputs)
+with torch.no_grad():  # the pass the evaluator scores: its test-time resize, the ground truth joined
+    tr = wi.trace(model, d, cfg=cfg)
 explorer = vis.TraceExplorer(model, tr, MetadataCatalog.get("shapes_val"))
 det = explorer.detections
 scores = tr.outputs[0]["instances"].scores.numpy()

@@ -61,6 +61,13 @@ def scored_trace(model, trace):
     return model, trace
 
 
+def _name_classes(trace, metadata) -> None:
+    """Give a trace made without class names (model inputs, no cfg) the metadata's."""
+    names = metadata.get("thing_classes", None) if metadata is not None else None
+    if trace.class_names is None and names:
+        trace.class_names = list(names)
+
+
 def _class_names(metadata, n: int) -> List[str]:
     names = metadata.get("thing_classes") if metadata is not None else None
     return [str(names[i]) if names and i < len(names) else str(i) for i in range(n)]
@@ -175,6 +182,7 @@ class DetectionExplorer(Explorer):
                  max_topk: int = 300):
         super().__init__()
         model, trace = scored_trace(model, trace)
+        _name_classes(trace, metadata)
         if trace.architecture not in ("rcnn", "panoptic_fpn", "retinanet"):
             raise ValueError(f"DetectionExplorer needs detections; a {trace.architecture} trace has "
                              "none (use ProposalExplorer / FeatureExplorer).")
@@ -541,6 +549,7 @@ class TraceExplorer:
     def __init__(self, model, trace, metadata=None, *, input_format: Optional[str] = None):
         w = _widgets()
         model, trace = scored_trace(model, trace)
+        _name_classes(trace, metadata)
         fmt = input_format or _input_format(model)
         self.tabs: Dict[str, Explorer] = {"features": FeatureExplorer(trace, model)}
         if trace.rpn is not None:
