@@ -214,7 +214,10 @@ def _open_and_run_all(page, lab, notebook: str):
         dialog = page.locator(".jp-Dialog")
         if dialog.count():  # "Select Kernel" despite the setting: take the preferred one
             dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
-        kernels = lab.api("/api/kernels")
+        try:
+            kernels = lab.api("/api/kernels")
+        except OSError:  # jupyter_server answers 500 while a kernel is still starting: ask again
+            return False
         return kernels and kernels[0].get("connections", 0) > 0 and kernel_idle()
 
     _wait(kernel_connected, 40, "the kernel to start and the page to connect to it")
