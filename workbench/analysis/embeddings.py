@@ -128,6 +128,7 @@ class DetectionEmbeddings:
         from PIL import Image as PILImage
 
         from workbench.vis import PlotImage
+        from workbench.vis.features import _crop
 
         indices = [int(i) for i in indices]
         n = max(len(indices), 1)
@@ -141,12 +142,8 @@ class DetectionEmbeddings:
             img_id = self.image_ids[i].item()
             if img_id not in cache:
                 cache[img_id] = np.asarray(PILImage.open(self.file_names[img_id]).convert("RGB"))
-            img = cache[img_id]
-            x0, y0, x1, y1 = self.boxes[i]
-            h, w = img.shape[:2]
-            xa, ya = int(np.clip(np.floor(x0), 0, w - 1)), int(np.clip(np.floor(y0), 0, h - 1))
-            xb, yb = int(np.clip(np.ceil(x1), xa + 1, w)), int(np.clip(np.ceil(y1), ya + 1, h))
-            crop = PILImage.fromarray(img[ya:yb, xa:xb]).resize((size, size), PILImage.BILINEAR)
+            crop, _ = _crop(cache[img_id], self.boxes[i])  # at least 1 x 1 px inside the image
+            crop = PILImage.fromarray(crop).resize((size, size), PILImage.BILINEAR)
             ax.imshow(np.asarray(crop))
             ax.set_title(f"{class_name(self.class_names, int(self.pred_classes[i])).split(' (')[0]} "
                          f"{self.scores[i]:.2f} {self.kinds[i]}", fontsize=5)

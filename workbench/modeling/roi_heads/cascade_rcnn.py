@@ -182,10 +182,7 @@ class CascadeROIHeads(StandardROIHeads):
             losses.update(self._forward_keypoint(features, proposals))
             return proposals, losses
         pred_instances = self._forward_box(features, proposals)
-        pred_instances = run_stage(
-            "given_boxes", lambda: self.forward_with_given_boxes(features, pred_instances),
-            skipped=pred_instances, owner=self)
-        return pred_instances, {}
+        return self._heads_on_detections(features, pred_instances), {}
 
     def _forward_box(
         self,

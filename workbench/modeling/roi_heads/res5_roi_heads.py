@@ -157,10 +157,7 @@ class Res5ROIHeads(ROIHeads):
         if not self.training:
             # The box branch alone, then the mask head on the detections (which crops again).
             pred_instances = self._forward_box(features, proposals)
-            pred_instances = run_stage(
-                "given_boxes", lambda: self.forward_with_given_boxes(features, pred_instances),
-                skipped=pred_instances, owner=self)
-            return pred_instances, {}
+            return self._heads_on_detections(features, pred_instances), {}
         proposal_boxes = [x.proposal_boxes for x in proposals]
         box_features = self._shared_roi_transform(
             [features[f] for f in self.in_features], proposal_boxes

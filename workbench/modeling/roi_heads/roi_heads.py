@@ -303,6 +303,13 @@ class ROIHeads(nn.Module):
         """
         raise NotImplementedError()
 
+    def _heads_on_detections(self, features: Dict[str, torch.Tensor],
+                             instances: List[Instances]) -> List[Instances]:
+        """``forward_with_given_boxes`` at inference, as the stage point "given_boxes" (a
+        trace can stop after the boxes: then the detections are returned as they are)."""
+        return run_stage("given_boxes", lambda: self.forward_with_given_boxes(features, instances),
+                         skipped=instances, owner=self)
+
 
 @ROI_HEADS_REGISTRY.register()
 class StandardROIHeads(ROIHeads):
@@ -469,12 +476,8 @@ class StandardROIHeads(ROIHeads):
             losses.update(self._forward_keypoint(features, proposals))
             return proposals, losses
         pred_instances = self._forward_box(features, proposals)
-        # Masks and keypoints only for the final detections (cascaded inference); a stage
-        # point, so that a trace can stop after the boxes.
-        pred_instances = run_stage(
-            "given_boxes", lambda: self.forward_with_given_boxes(features, pred_instances),
-            skipped=pred_instances, owner=self)
-        return pred_instances, {}
+        # Masks and keypoints only for the final detections (cascaded inference).
+        return self._heads_on_detections(features, pred_instances), {}
 
     def forward_with_given_boxes(
         self, features: Dict[str, torch.Tensor], instances: List[Instances]
