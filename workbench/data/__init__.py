@@ -20,12 +20,19 @@ from .build import (
     print_instances_class_histogram,
 )
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
-from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, ToIterableDataset
+from .common import (
+    AspectRatioGroupedDataset,
+    DatasetFromList,
+    MapDataset,
+    ToIterableDataset,
+    set_default_dataset_from_list_serialize_method,
+)
 from .dataset_mapper import DatasetMapper
 
 __all__ = [
     "AspectRatioGroupedDataset", "DatasetCatalog", "DatasetFromList", "DatasetMapper", "MapDataset",
     "Metadata", "MetadataCatalog", "ToIterableDataset", "build_batch_data_loader",
+    "set_default_dataset_from_list_serialize_method",
     "build_detection_test_loader", "build_detection_train_loader", "datasets", "detection_utils",
     "get_detection_dataset_dicts", "load_proposals_into_dataset", "print_instances_class_histogram",
     "samplers", "transforms",

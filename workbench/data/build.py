@@ -31,7 +31,12 @@ from .catalog import DatasetCatalog, MetadataCatalog
 from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, ToIterableDataset
 from .dataset_mapper import DatasetMapper
 from .detection_utils import check_metadata_consistency
-from .samplers import InferenceSampler, RepeatFactorTrainingSampler, TrainingSampler
+from .samplers import (
+    InferenceSampler,
+    RandomSubsetTrainingSampler,
+    RepeatFactorTrainingSampler,
+    TrainingSampler,
+)
 
 __all__ = [
     "build_batch_data_loader", "build_detection_train_loader", "build_detection_test_loader",
@@ -137,6 +142,11 @@ def get_detection_dataset_dicts(names: Union[str, Sequence[str]], filter_empty: 
     if not len(names):
         raise ValueError("get_detection_dataset_dicts needs at least one dataset name (e.g. cfg.DATASETS.TRAIN is empty).")
     dataset_dicts = [DatasetCatalog.get(name) for name in names]
+    if isinstance(dataset_dicts[0], torchdata.Dataset):
+        # A registered torch dataset is returned as is (several: concatenated), like detectron2.
+        if len(dataset_dicts) > 1:
+            return torchdata.ConcatDataset(dataset_dicts)
+        return dataset_dicts[0]
     for name, dicts in zip(names, dataset_dicts):
         if not len(dicts):
             raise ValueError(f"Dataset '{name}' is empty!")
@@ -144,8 +154,6 @@ def get_detection_dataset_dicts(names: Union[str, Sequence[str]], filter_empty: 
         if len(names) != len(proposal_files):
             raise ValueError(f"{len(names)} datasets but {len(proposal_files)} proposal files.")
         dataset_dicts = [load_proposals_into_dataset(d, f) for d, f in zip(dataset_dicts, proposal_files)]
-    if isinstance(dataset_dicts[0], torchdata.Dataset):
-        return torchdata.ConcatDataset(dataset_dicts)
 
     dataset_dicts = list(itertools.chain.from_iterable(dataset_dicts))
     has_instances = "annotations" in dataset_dicts[0]
@@ -179,9 +187,12 @@ def worker_init_reset_seed(worker_id: int) -> None:
     seed_all_rng(initial_seed + worker_id)
 
 
-def build_batch_data_loader(dataset, sampler: Optional[torchdata.Sampler], total_batch_size: int, *,
+def build_batch_data_loader(dataset, sampler: Optional[torchdata.Sampler], total_batch_size: Optional[int], *,
                             aspect_ratio_grouping: bool = False, num_workers: int = 0,
-                            collate_fn: Optional[Callable[[List[Any]], Any]] = None):
+                            collate_fn: Optional[Callable[[List[Any]], Any]] = None,
+                            drop_last: bool = True, single_gpu_batch_size: Optional[int] = None,
+                            prefetch_factor: int = 2, persistent_workers: bool = False,
+                            pin_memory: bool = False, seed: Optional[int] = None, **kwargs: Any):
     """Batches a (mapped) dataset in ``sampler`` order for training.
 
     Args:
@@ -190,36 +201,56 @@ def build_batch_data_loader(dataset, sampler: Optional[torchdata.Sampler], total
         sampler: Index sampler, usually infinite.
         total_batch_size: Images per iteration over all ranks; each rank gets
             ``total_batch_size // world_size``.
-        aspect_ratio_grouping: Batch landscape and portrait images separately.
+        aspect_ratio_grouping: Batch landscape and portrait images separately (needs
+            ``drop_last``: incomplete groups are never yielded).
         num_workers: Data-loader worker processes (0: load in the main process).
         collate_fn: Applied to each batch (list of dicts); default: keep the list.
+        drop_last: Drop the last incomplete batch (of a finite sampler).
+        single_gpu_batch_size: Images per rank, instead of ``total_batch_size`` (give one).
+        prefetch_factor, persistent_workers, pin_memory: Passed to the ``DataLoader`` (the
+            first only when ``num_workers > 0``).
+        seed: Seeds the ``DataLoader``'s generator (hence the workers' base seed).
+        **kwargs: Passed to the ``DataLoader``.
 
     Returns:
         An iterable of batches.
     """
-    world_size = get_world_size()
-    if total_batch_size <= 0 or total_batch_size % world_size != 0:
-        raise ValueError(
-            f"Total batch size ({total_batch_size}) must be divisible by the number of processes ({world_size})."
-        )
-    batch_size = total_batch_size // world_size
+    if single_gpu_batch_size:
+        if total_batch_size:
+            raise ValueError("total_batch_size and single_gpu_batch_size are mutually exclusive; give one.")
+        batch_size = single_gpu_batch_size
+    else:
+        world_size = get_world_size()
+        if not total_batch_size or total_batch_size <= 0 or total_batch_size % world_size != 0:
+            raise ValueError(
+                f"Total batch size ({total_batch_size}) must be divisible by the number of processes ({world_size})."
+            )
+        batch_size = total_batch_size // world_size
+    logger.info("Making batched data loader with batch_size=%d", batch_size)
     if isinstance(dataset, torchdata.IterableDataset):
         if sampler is not None:
             raise ValueError("sampler must be None when the dataset is an IterableDataset.")
     else:
-        dataset = ToIterableDataset(dataset, sampler)
+        dataset = ToIterableDataset(dataset, sampler, shard_chunk_size=batch_size)
 
-    worker_kwargs: Dict[str, Any] = {"num_workers": num_workers}
-    if num_workers > 0:
-        worker_kwargs["worker_init_fn"] = worker_init_reset_seed
+    generator = None
+    if seed is not None:
+        generator = torch.Generator()
+        generator.manual_seed(seed)
+    worker_kwargs: Dict[str, Any] = dict(
+        num_workers=num_workers, worker_init_fn=worker_init_reset_seed,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
+        persistent_workers=persistent_workers, pin_memory=pin_memory, generator=generator, **kwargs)
     if aspect_ratio_grouping:
+        if not drop_last:
+            raise ValueError("Aspect ratio grouping drops incomplete batches: it needs drop_last=True.")
         data_loader = torchdata.DataLoader(dataset, collate_fn=operator.itemgetter(0), **worker_kwargs)  # one dict at a time
         data_loader = AspectRatioGroupedDataset(data_loader, batch_size)
         if collate_fn is None:
             return data_loader
         return MapDataset(data_loader, collate_fn)
     return torchdata.DataLoader(
-        dataset, batch_size=batch_size, drop_last=True,
+        dataset, batch_size=batch_size, drop_last=drop_last,
         collate_fn=trivial_batch_collator if collate_fn is None else collate_fn, **worker_kwargs)
 
 
@@ -235,13 +266,24 @@ def _train_loader_from_config(cfg, mapper=None, *, dataset=None, sampler=None) -
         mapper = DatasetMapper(cfg, True)
     if sampler is None:
         sampler_name = cfg.DATALOADER.SAMPLER_TRAIN
-        logger.info("Using training sampler %s", sampler_name)
-        if sampler_name == "TrainingSampler":
-            sampler = TrainingSampler(len(dataset))
+        # Seeded with cfg.SEED as detectron2 does: the data order is fixed for a given SEED (also
+        # for the default SEED=-1, which torch.Generator accepts as a seed like any other).
+        if isinstance(dataset, torchdata.IterableDataset):
+            logger.info("Not using any sampler since the dataset is an IterableDataset.")
+            sampler = None
+        elif sampler_name == "TrainingSampler":
+            logger.info("Using training sampler %s", sampler_name)
+            sampler = TrainingSampler(len(dataset), seed=cfg.SEED)
         elif sampler_name == "RepeatFactorTrainingSampler":
+            logger.info("Using training sampler %s", sampler_name)
             repeat_factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
                 dataset, cfg.DATALOADER.REPEAT_THRESHOLD, sqrt=cfg.DATALOADER.REPEAT_SQRT)
-            sampler = RepeatFactorTrainingSampler(repeat_factors)
+            sampler = RepeatFactorTrainingSampler(repeat_factors, seed=cfg.SEED)
+        elif sampler_name == "RandomSubsetTrainingSampler":
+            ratio = cfg.DATALOADER.get("RANDOM_SUBSET_RATIO")
+            if ratio is None:
+                raise KeyError("SAMPLER_TRAIN='RandomSubsetTrainingSampler' needs cfg.DATALOADER.RANDOM_SUBSET_RATIO.")
+            sampler = RandomSubsetTrainingSampler(len(dataset), ratio)
         else:
             raise ValueError(f"Unknown training sampler: {sampler_name}")
     return {
@@ -257,7 +299,7 @@ def _train_loader_from_config(cfg, mapper=None, *, dataset=None, sampler=None) -
 @configurable(from_config=_train_loader_from_config)
 def build_detection_train_loader(dataset, *, mapper, sampler=None, total_batch_size: int,
                                  aspect_ratio_grouping: bool = True, num_workers: int = 0,
-                                 collate_fn=None):
+                                 collate_fn=None, **kwargs: Any):
     """An infinite loader of training batches.
 
     With a cfg: the dicts of ``cfg.DATASETS.TRAIN`` (filtered), ``DatasetMapper(cfg, True)``,
@@ -267,12 +309,14 @@ def build_detection_train_loader(dataset, *, mapper, sampler=None, total_batch_s
     Args:
         dataset: list of dataset dicts or a torch dataset.
         mapper: Called on each element (e.g. a :class:`DatasetMapper`); None: no mapping.
-        sampler: Index sampler; default :class:`TrainingSampler` (seeded by a seed shared
-            across ranks, drawn from numpy's global generator).
+        sampler: Index sampler; default :class:`TrainingSampler` (with a cfg: seeded with
+            ``cfg.SEED``, as detectron2 does, so the order is fixed for a given SEED; without:
+            a seed shared across ranks, drawn from numpy's global generator).
         total_batch_size: Images per iteration over all ranks.
         aspect_ratio_grouping: Batch landscape and portrait images separately.
         num_workers: Worker processes; 0 loads in the main process.
         collate_fn: Applied to each batch; default: keep the list.
+        **kwargs: Passed to :func:`build_batch_data_loader` (``drop_last``, ``seed``, ...).
 
     Returns:
         An iterable of lists of mapped dicts, ``total_batch_size // world_size`` per list.
@@ -291,7 +335,7 @@ def build_detection_train_loader(dataset, *, mapper, sampler=None, total_batch_s
             raise TypeError(f"Expected a torch Sampler, got {type(sampler).__name__}.")
     return build_batch_data_loader(
         dataset, sampler, total_batch_size, aspect_ratio_grouping=aspect_ratio_grouping,
-        num_workers=num_workers, collate_fn=collate_fn)
+        num_workers=num_workers, collate_fn=collate_fn, **kwargs)
 
 
 def _test_loader_from_config(cfg, dataset_name, mapper=None) -> Dict[str, Any]:

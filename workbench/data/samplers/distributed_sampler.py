@@ -14,7 +14,7 @@ from torch.utils.data.sampler import Sampler
 
 from workbench.utils import comm
 
-__all__ = ["TrainingSampler", "InferenceSampler", "RepeatFactorTrainingSampler"]
+__all__ = ["TrainingSampler", "InferenceSampler", "RandomSubsetTrainingSampler", "RepeatFactorTrainingSampler"]
 
 
 def _seed_or_shared(seed: Optional[int]) -> int:
@@ -56,6 +56,42 @@ class TrainingSampler(Sampler):
                 yield from torch.randperm(self._size, generator=g).tolist()
             else:
                 yield from range(self._size)
+
+
+class RandomSubsetTrainingSampler(TrainingSampler):
+    """A :class:`TrainingSampler` over a fixed random subset of ``int(size * subset_ratio)``
+    indices (e.g. for accuracy-vs-data-size curves).
+
+    Args:
+        size: Dataset length.
+        subset_ratio: Fraction in (0, 1] of the dataset to keep.
+        shuffle: Permute the subset each epoch.
+        seed_shuffle: Seed of the per-epoch permutations; None: shared random seed.
+        seed_subset: Seed choosing the subset (``randperm(size)[:subset size]``); None: shared
+            random seed.
+    """
+
+    def __init__(self, size: int, subset_ratio: float, shuffle: bool = True,
+                 seed_shuffle: Optional[int] = None, seed_subset: Optional[int] = None) -> None:
+        super().__init__(size=size, shuffle=shuffle, seed=seed_shuffle)
+        if not 0.0 < subset_ratio <= 1.0:
+            raise ValueError(f"RandomSubsetTrainingSampler(subset_ratio=) must be in (0, 1], got {subset_ratio}.")
+        self._size_subset = int(size * subset_ratio)
+        if self._size_subset <= 0:
+            raise ValueError(f"subset_ratio={subset_ratio} of {size} elements keeps none of them.")
+        self._seed_subset = _seed_or_shared(seed_subset)
+        g = torch.Generator()
+        g.manual_seed(self._seed_subset)
+        self._indexes_subset = torch.randperm(self._size, generator=g)[: self._size_subset]
+
+    def _infinite_indices(self) -> Iterator[int]:
+        g = torch.Generator()
+        g.manual_seed(self._seed)
+        while True:
+            if self._shuffle:
+                yield from self._indexes_subset[torch.randperm(self._size_subset, generator=g)].tolist()
+            else:
+                yield from self._indexes_subset.tolist()
 
 
 class RepeatFactorTrainingSampler(Sampler):

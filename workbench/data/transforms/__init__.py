@@ -20,10 +20,25 @@ from .augmentation import (
     AugInput,
     AugmentationList,
     StandardAugInput,
+    TransformGen,
     apply_augmentations,
     apply_transform_gens,
 )
 from .augmentation_impl import RandomCrop, RandomFlip, Resize, ResizeShortestEdge
+from .augmentation_impl import (  # the rest of detectron2's augmentations
+    FixedSizeCrop,
+    MinIoURandomCrop,
+    RandomApply,
+    RandomBrightness,
+    RandomContrast,
+    RandomCrop_CategoryAreaConstraint,
+    RandomExtent,
+    RandomLighting,
+    RandomResize,
+    RandomRotation,
+    RandomSaturation,
+    ResizeScale,
+)
 from .transform import (
     CropTransform,
     HFlipTransform,
@@ -33,10 +48,28 @@ from .transform import (
     TransformList,
     VFlipTransform,
 )
+from .transform import (  # the rest of detectron2's (and fvcore's) transforms
+    BlendTransform,
+    ColorTransform,
+    ExtentTransform,
+    GridSampleTransform,
+    PadTransform,
+    PILColorTransform,
+    RotationTransform,
+    ScaleTransform,
+)
+
+from . import rotated  # noqa: F401  (adds Transform.apply_rotated_box)
 
 __all__ = [
     "AugInput", "Augmentation", "AugmentationList", "CropTransform", "HFlipTransform",
     "NoOpTransform", "RandomCrop", "RandomFlip", "Resize", "ResizeShortestEdge", "ResizeTransform",
     "StandardAugInput", "Transform", "TransformList", "VFlipTransform", "apply_augmentations",
     "apply_transform_gens",
+    # detectron2's remaining transforms / augmentations
+    "BlendTransform", "ColorTransform", "ExtentTransform", "FixedSizeCrop", "GridSampleTransform",
+    "MinIoURandomCrop", "PILColorTransform", "PadTransform", "RandomApply", "RandomBrightness",
+    "RandomContrast", "RandomCrop_CategoryAreaConstraint", "RandomExtent", "RandomLighting",
+    "RandomResize", "RandomRotation", "RandomSaturation", "ResizeScale", "RotationTransform",
+    "ScaleTransform", "TransformGen",
 ]

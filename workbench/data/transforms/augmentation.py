@@ -20,8 +20,8 @@ import numpy as np
 from .transform import Transform, TransformList
 
 __all__ = [
-    "Augmentation", "AugInput", "AugmentationList", "StandardAugInput", "apply_augmentations",
-    "apply_transform_gens",
+    "Augmentation", "AugInput", "AugmentationList", "StandardAugInput", "TransformGen",
+    "apply_augmentations", "apply_transform_gens",
 ]
 
 
@@ -39,7 +39,10 @@ class Augmentation:
                 setattr(self, k, v)
 
     #: Names of the :class:`AugInput` attributes passed to :meth:`get_transform`, in order.
-    input_args: Tuple[str, ...] = ("image",)
+    #: None (the default): read from ``get_transform``'s signature on first call, as detectron2
+    #: does: one parameter means ``("image",)``, several mean their names (``(image, sem_seg)``
+    #: -> ``("image", "sem_seg")``).
+    input_args: Optional[Tuple[str, ...]] = None
 
     def get_transform(self, *args: Any) -> Transform:
         """Returns the transform to apply, given the inputs named by :attr:`input_args`
@@ -49,7 +52,7 @@ class Augmentation:
     def __call__(self, aug_input: "AugInput") -> Transform:
         """Picks a transform for ``aug_input``, applies it to it in place and returns it."""
         args = []
-        for name in self.input_args:
+        for name in self._get_input_args():
             if not hasattr(aug_input, name):
                 raise AttributeError(
                     f"{type(self).__name__}.get_transform needs input '{name}', which "
@@ -63,6 +66,23 @@ class Augmentation:
             )
         aug_input.transform(tfm)
         return tfm
+
+    def _get_input_args(self) -> Tuple[str, ...]:
+        """:attr:`input_args`, first filled from ``get_transform``'s parameter names if None."""
+        if self.input_args is None:
+            params = list(inspect.signature(self.get_transform).parameters.values())
+            if len(params) == 1:
+                names: Tuple[str, ...] = ("image",)
+            else:
+                for p in params:
+                    if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                        raise TypeError(
+                            f"{type(self).__name__}.get_transform takes *args or **kwargs, so its inputs "
+                            "cannot be read from its signature: set `input_args` or override __call__."
+                        )
+                names = tuple(p.name for p in params)
+            self.input_args = names
+        return self.input_args
 
     @staticmethod
     def _rand_range(low: float = 1.0, high: Optional[float] = None, size: Any = None) -> Any:
@@ -178,3 +198,5 @@ def apply_augmentations(augmentations: Sequence[Union[Augmentation, Transform]],
 
 
 apply_transform_gens = apply_augmentations  # detectron2's older name
+TransformGen = Augmentation  # detectron2's older name
+_transform_to_aug = _as_augmentation  # detectron2's private name, used by RandomApply

@@ -19,7 +19,12 @@ from .transform import (
     VFlipTransform,
 )
 
-__all__ = ["RandomCrop", "RandomFlip", "Resize", "ResizeShortestEdge"]
+__all__ = [
+    "FixedSizeCrop", "MinIoURandomCrop", "RandomApply", "RandomBrightness", "RandomContrast",
+    "RandomCrop", "RandomCrop_CategoryAreaConstraint", "RandomExtent", "RandomFlip",
+    "RandomLighting", "RandomResize", "RandomRotation", "RandomSaturation", "Resize", "ResizeScale",
+    "ResizeShortestEdge",
+]
 
 
 class ResizeShortestEdge(Augmentation):
@@ -189,3 +194,21 @@ class RandomCrop(Augmentation):
         ch = np.random.randint(min(h, lo), min(h, hi) + 1)
         cw = np.random.randint(min(w, lo), min(w, hi) + 1)
         return ch, cw
+
+
+# The rest of detectron2's augmentations live in their own file (to keep this one short) and are
+# re-exported here so that detectron2's module paths keep working.
+from .augmentation_extra import (  # noqa: E402
+    FixedSizeCrop,
+    MinIoURandomCrop,
+    RandomApply,
+    RandomBrightness,
+    RandomContrast,
+    RandomCrop_CategoryAreaConstraint,
+    RandomExtent,
+    RandomLighting,
+    RandomResize,
+    RandomRotation,
+    RandomSaturation,
+    ResizeScale,
+)

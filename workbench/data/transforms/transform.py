@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 __all__ = [
+    "BlendTransform", "ColorTransform", "ExtentTransform", "GridSampleTransform",
+    "PILColorTransform", "PadTransform", "RotationTransform", "ScaleTransform",
     "CropTransform", "HFlipTransform", "NoOpTransform", "ResizeTransform", "Transform",
     "TransformList", "VFlipTransform",
 ]
@@ -200,10 +202,23 @@ class CropTransform(Transform):
     left with fewer than 3 points are dropped, so an instance may end up with no polygon.
     """
 
-    def __init__(self, x0: int, y0: int, w: int, h: int) -> None:
+    def __init__(self, x0: int, y0: int, w: int, h: int, orig_w: Optional[int] = None,
+                 orig_h: Optional[int] = None) -> None:
         if min(w, h) <= 0 or min(x0, y0) < 0:
             raise ValueError(f"Invalid crop window x0={x0}, y0={y0}, w={w}, h={h}.")
         self.x0, self.y0, self.w, self.h = int(x0), int(y0), int(w), int(h)
+        # Size of the uncropped image: only needed by inverse() (fvcore's signature).
+        self.orig_w = None if orig_w is None else int(orig_w)
+        self.orig_h = None if orig_h is None else int(orig_h)
+
+    def inverse(self) -> "Transform":
+        """Pads the crop back to the original size (needs ``orig_w`` and ``orig_h``)."""
+        if self.orig_w is None or self.orig_h is None:
+            raise NotImplementedError("CropTransform.inverse() needs orig_w and orig_h.")
+        from .transform_extra import PadTransform
+
+        return PadTransform(self.x0, self.y0, self.orig_w - self.x0 - self.w,
+                            self.orig_h - self.y0 - self.h, orig_w=self.w, orig_h=self.h)
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
         if img.ndim <= 3:
@@ -320,3 +335,17 @@ class TransformList(Transform):
 
     def __repr__(self) -> str:
         return f"TransformList[{', '.join(repr(t) for t in self.transforms)}]"
+
+
+# Defined in their own file to keep this one short; re-exported so that detectron2's module
+# paths (``transforms.transform.RotationTransform``) work. Imported last: it imports from here.
+from .transform_extra import (  # noqa: E402
+    BlendTransform,
+    ColorTransform,
+    ExtentTransform,
+    GridSampleTransform,
+    PadTransform,
+    PILColorTransform,
+    RotationTransform,
+    ScaleTransform,
+)
