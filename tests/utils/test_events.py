@@ -106,3 +106,72 @@ def test_common_metric_printer_logs_losses(caplog):
     text = caplog.text
     assert "iter: 10" in text and "loss_cls: 0.25" in text and "lr: 0.01" in text
     assert "eta: 0:00:44" in text  # 0.5 s x (100 - 10 - 1) iterations
+
+
+def test_smoothing_window_counts_iterations_not_samples(tmp_path):
+    # Scalars put at different periods: the median covers the samples of the last 10 iterations
+    # (detectron2's testSmoothingWithWindowSize).
+    path = tmp_path / "metrics.json"
+    writer = JSONWriter(str(path), window_size=10)
+    with EventStorage() as s:
+        for k in range(20):
+            s.put_scalar("key1", k)
+            if (k + 1) % 2 == 0:
+                s.put_scalar("key2", k)
+            if (k + 1) % 5 == 0:
+                s.put_scalar("key3", k)
+            if (k + 1) % 10 == 0:
+                writer.write()
+            s.step()
+        counts = {k: s.count_samples(k, 10) for k in ["key1", "key2", "key3"]}
+        assert counts == {"key1": 10, "key2": 5, "key3": 2}
+        assert s.latest_with_smoothing_hint(10)["key3"] == (16.5, 19)
+        with pytest.raises(KeyError, match="nope"):
+            s.count_samples("nope")
+    writer.close()
+    data = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [d["key1"] for d in data] == [4.5, 14.5]
+    assert [d["key2"] for d in data] == [5, 15]
+    assert [d["key3"] for d in data] == [6.5, 16.5]
+
+
+def test_count_samples_uses_the_latest_iteration_of_that_scalar():
+    with EventStorage() as s:
+        for it in (0, 1, 2, 10):
+            s.put_scalar("x", it, cur_iter=it)
+        # Iterations 10 - window_size < it <= 10 are in the window.
+        assert s.count_samples("x", window_size=8) == 1
+        assert s.count_samples("x", window_size=9) == 2
+        assert s.count_samples("x", window_size=10) == 3
+
+
+def test_common_metric_printer_logs_under_events_module_logger(caplog):
+    with EventStorage() as s:
+        s.put_scalar("time", 1.0)
+        s.step()
+        s.put_scalar("time", 1.0)
+        s.step()
+        with caplog.at_level(logging.INFO, logger="workbench.utils.events"):
+            CommonMetricPrinter(10).write()
+            CommonMetricPrinter().write()
+    records = [r for r in caplog.records if r.name == "workbench.utils.events"]
+    assert len(records) == 2
+    assert "eta" in records[0].getMessage() and "eta" not in records[1].getMessage()
+    assert "lr: N/A" in records[1].getMessage()
+
+
+def test_common_metric_printer_prints_metric_scalars_and_times(caplog):
+    with EventStorage() as s:
+        for it, (bn, t, dt) in enumerate([(1.0, 0.5, 0.1), (3.0, 1.5, 0.3), (2.0, 1.0, 0.2)]):
+            s.put_scalar("[metric]bn_stat", bn)
+            s.put_scalar("other_scalar", 7.0)
+            s.put_scalar("time", t)
+            s.put_scalar("data_time", dt)
+            s.step()
+        with caplog.at_level(logging.INFO, logger="workbench.utils.events"):
+            CommonMetricPrinter(window_size=2).write()
+    text = caplog.records[-1].getMessage()
+    assert "[metric]bn_stat: 2.5" in text  # median of iterations 1 and 2: (3.0 + 2.0) / 2
+    assert "other_scalar" not in text
+    assert "time: 1.0000" in text and "last_time: 1.0000" in text  # global average, latest
+    assert "data_time: 0.2500" in text and "last_data_time: 0.2000" in text

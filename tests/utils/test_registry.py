@@ -65,3 +65,64 @@ def test_modeling_registries_know_builtins():
     assert "FastRCNNConvFCHead" in m.ROI_BOX_HEAD_REGISTRY
     assert "MaskRCNNConvUpsampleHead" in m.ROI_MASK_HEAD_REGISTRY
     assert "KRCNNConvDeconvUpsampleHead" in m.ROI_KEYPOINT_HEAD_REGISTRY
+
+
+# ----------------------------------------------------------------------------- locate
+
+
+def test_locate_module_class_and_nested_attribute():
+    import collections
+    import os.path
+
+    import torch
+
+    from workbench.utils.registry import locate
+
+    assert locate("os.path.join") is os.path.join
+    assert locate("collections.OrderedDict") is collections.OrderedDict
+    assert locate("torch.optim.sgd.SGD") is torch.optim.SGD
+    # Class attribute after the module part.
+    assert locate("collections.OrderedDict.fromkeys") == collections.OrderedDict.fromkeys
+    assert locate("workbench.utils.registry.Registry.get") is Registry.get
+    assert locate("int") is int
+
+
+def test_locate_maps_detectron2_prefix_to_workbench():
+    from workbench.utils.registry import locate
+
+    assert locate("detectron2.utils.registry.Registry") is Registry
+
+
+def test_locate_imports_submodule_the_package_does_not_import():
+    import sys
+
+    from workbench.utils.registry import locate
+
+    sys.modules.pop("json.tool", None)
+    import json
+
+    if hasattr(json, "tool"):
+        delattr(json, "tool")
+    obj = locate("json.tool.main")
+    assert obj is sys.modules["json.tool"].main
+
+
+@pytest.mark.parametrize(
+    "bad", ["no_such_module_xyz.Thing", "workbench.utils.registry.NoSuchThing", "a..b", ""]
+)
+def test_locate_unknown_names_the_string(bad):
+    from workbench.utils.registry import locate
+
+    with pytest.raises(ImportError) as e:
+        locate(bad)
+    assert repr(bad) in str(e.value)
+
+
+def test_convert_target_to_string_is_shortest_locatable_path():
+    import torch
+
+    from workbench.utils.registry import _convert_target_to_string, locate
+
+    s = _convert_target_to_string(torch.optim.SGD)
+    assert s == "torch.optim.SGD"
+    assert locate(s) is torch.optim.SGD

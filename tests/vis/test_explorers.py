@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from inspect_fixtures import fixture, traced
 from workbench import inspect as wi

@@ -17,7 +17,8 @@ ends in ``?matching_heuristics=True``. ``.pkl`` files go through a restricted un
 never runs code from the file.
 
 Paths can be local files, ``http(s)://`` URLs or ``detectron2://`` model-zoo names (see
-:mod:`.catalog`).
+:mod:`.catalog`), or start with a prefix registered on the checkpointer's ``path_manager``
+(:mod:`workbench.utils.file_io`), whose handler then provides the local file.
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ from urllib.parse import parse_qs
 import numpy as np
 import torch
 from torch import nn
+
+from workbench.utils.file_io import (
+    Detectron2Handler,
+    HTTPURLHandler,
+    NativePathHandler,
+    PathManager,
+    PathManagerBase,
+)
 
 from . import catalog
 from .c2_model_loading import align_and_update_state_dicts
@@ -90,6 +99,8 @@ class Checkpointer:
 
     Attributes:
         incompatible_keys: :class:`IncompatibleKeys` of the last :meth:`load` (``None`` before).
+        path_manager: Resolves paths given to :meth:`load` whose prefix has a registered
+            handler (default: the global :data:`workbench.utils.file_io.PathManager`).
     """
 
     def __init__(self, model: nn.Module, save_dir: str = "", *, save_to_disk: bool = True,
@@ -104,6 +115,7 @@ class Checkpointer:
         self.save_dir = save_dir
         self.save_to_disk = save_to_disk
         self.incompatible_keys: Optional[IncompatibleKeys] = None
+        self.path_manager: PathManagerBase = PathManager
 
     def add_checkpointable(self, key: str, checkpointable: Any) -> None:
         """Tracks one more object with ``state_dict()`` / ``load_state_dict()`` under ``key``."""
@@ -208,7 +220,7 @@ class Checkpointer:
         path = os.fspath(path)
         self.logger.info("Loading checkpoint from %s", path)
         filename, query = _split_query(path)
-        local = catalog.get_local_path(filename)
+        local = self._get_local_path(filename)
 
         checkpoint = self._load_file(local)
         _apply_query(checkpoint, query, path)
@@ -223,6 +235,21 @@ class Checkpointer:
                 self.logger.info("Loading %s from %s", key, path)
                 self.checkpointables[key].load_state_dict(checkpoint.pop(key))
         return checkpoint
+
+    def _get_local_path(self, path: str) -> str:
+        """Local file for ``path``: through :attr:`path_manager` when a registered prefix claims
+        it; local paths, ``file://``, URLs and ``detectron2://`` through :mod:`.catalog` (its
+        checksums and error messages)."""
+        handler = self.path_manager._get_path_handler(path)
+        if type(handler) in (NativePathHandler, HTTPURLHandler, Detectron2Handler):
+            return catalog.get_local_path(path)
+        local = self.path_manager.get_local_path(path)
+        if not os.path.isfile(local):
+            raise FileNotFoundError(
+                f"Checkpoint '{path}' resolved (by {type(handler).__name__}) to '{local}', "
+                "which is not a file."
+            )
+        return local
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         """Reads a local checkpoint file into a dict with a ``"model"`` entry."""

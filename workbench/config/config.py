@@ -11,7 +11,9 @@ louder errors):
 - Errors that name the culprit: an unknown key or a type mismatch is reported with its full
   dotted key and the file (or ``merge_from_list`` / ``merge_from_other_cfg`` call) it came
   from, with close matches for misspelt keys. A failed merge leaves the config unchanged.
-- ``VERSION`` checking: only detectron2's current config format (``VERSION: 2``) is read.
+- Config versions: a file written for an older format (``VERSION: 0`` or ``1``, or no
+  ``VERSION`` but old-only keys such as ``MODEL.WEIGHT``) is upgraded while merged, as in
+  detectron2 (see :mod:`workbench.config.compat`); a newer ``VERSION`` than 2 is refused.
 
 Type rules are yacs': a value must keep the default's type, except that lists and tuples are
 interchangeable and ``None`` on either side matches anything, so ``1`` does not merge into a
@@ -108,20 +110,35 @@ class CfgNode(_YacsCfgNode):
             ConfigKeyError: A key of the file (or of a base) is not in this config; the message
                 names the dotted key and the file that sets it.
             ValueError: A value's type does not match the default's, or the file's ``VERSION``
-                is not 2.
+                is newer than this config's.
             AttributeError: This config is frozen.
+
+        A file of an older config ``VERSION`` is merged into this config's defaults converted
+        to that version, then the result is upgraded (with a warning), as detectron2 does.
         """
         path = os.fspath(cfg_filename)
         self._check_mutable(f"config file '{path}'")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Config file '{path}' does not exist.")
         loaded, sources = _load_with_sources(path, allow_unsafe, ())
-        self._check_version(loaded, path, sources)
+        loaded_version = self._check_version(loaded, path, sources)
 
         def origin(full_key: str) -> str:
             return f"config file '{_source_of(sources, full_key, path)}'"
 
-        self._merge_atomically(loaded, [], origin)
+        if loaded_version == _LATEST_VERSION:
+            self._merge_atomically(loaded, [], origin)
+            return
+        from .compat import downgrade_config, upgrade_config  # compat imports this module
+
+        logger.warning(
+            "Loading an old v%s config file '%s' by upgrading it to v%s. Save cfg.dump() to get "
+            "a file in the current format.", loaded_version, path, _LATEST_VERSION,
+        )
+        old_self = downgrade_config(self, to_version=loaded_version)
+        merged = dict(loaded, VERSION=loaded_version)
+        _merge_mapping(old_self, merged, [], old_self, origin)
+        _replace_contents(self, upgrade_config(old_self))
 
     def merge_from_other_cfg(self, cfg_other: Mapping[str, Any]) -> None:
         """Merges another config (a ``CfgNode`` or a nested dict) into this one.
@@ -211,27 +228,30 @@ class CfgNode(_YacsCfgNode):
                 "into cfg.clone()."
             )
 
-    def _check_version(self, loaded: Mapping[str, Any], path: str, sources: Dict[str, str]) -> None:
-        version = loaded.get("VERSION")
-        if version is None:
-            # No VERSION anywhere in the _BASE_ chain: like detectron2 for files it cannot
-            # date, read it as the current format.
-            return
-        version = self._decode_cfg_value(version)
-        if version != _LATEST_VERSION or isinstance(version, bool):
-            where = _source_of(sources, "VERSION", path)
-            raise ValueError(
-                f"Config file '{where}' has VERSION: {version!r}; workbench only reads VERSION "
-                f"{_LATEST_VERSION} configs (detectron2's current format). Upgrade the file with "
-                "detectron2 itself (get_cfg().merge_from_file(path), then save cfg.dump()) or "
-                "port it by hand."
-            )
+    def _check_version(self, loaded: Mapping[str, Any], path: str, sources: Dict[str, str]) -> int:
+        """The config version of a loaded file (guessed when it has none); raises if unreadable."""
         own_version = self.get("VERSION", _LATEST_VERSION)
         if own_version != _LATEST_VERSION:
             raise ValueError(
                 f"Cannot merge config file '{path}' into a config with VERSION {own_version!r}; "
                 f"only VERSION {_LATEST_VERSION} configs (from get_cfg()) can read files."
             )
+        version = loaded.get("VERSION")
+        if version is None:
+            from .compat import guess_version  # compat imports this module
+
+            return guess_version(loaded, path)
+        version = self._decode_cfg_value(version)
+        if not isinstance(version, int) or isinstance(version, bool) or not (
+            0 <= version <= _LATEST_VERSION
+        ):
+            where = _source_of(sources, "VERSION", path)
+            raise ValueError(
+                f"Config file '{where}' has VERSION: {version!r}; workbench reads config "
+                f"VERSION 0 to {_LATEST_VERSION} (detectron2's current format is "
+                f"{_LATEST_VERSION})."
+            )
+        return version
 
     def _merge_atomically(
         self, updates: Mapping[str, Any], key_list: List[str], origin: _Origin
@@ -443,6 +463,18 @@ def _copy_values_into(target: _YacsCfgNode, source: _YacsCfgNode) -> None:
         current = target.get(key)
         if isinstance(value, _YacsCfgNode) and isinstance(current, _YacsCfgNode):
             _copy_values_into(current, value)
+        else:
+            dict.__setitem__(target, key, value)
+
+
+def _replace_contents(target: _YacsCfgNode, source: _YacsCfgNode) -> None:
+    """Makes ``target`` equal to ``source`` in place; sub-nodes present in both keep identity."""
+    for key in [k for k in target if k not in source]:
+        dict.__delitem__(target, key)
+    for key, value in source.items():
+        current = target.get(key)
+        if isinstance(value, _YacsCfgNode) and isinstance(current, _YacsCfgNode):
+            _replace_contents(current, value)
         else:
             dict.__setitem__(target, key, value)
 

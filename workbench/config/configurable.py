@@ -8,7 +8,8 @@ A class decorated on its ``__init__`` with ``@configurable`` and carrying a
 
 ``from_config`` only maps cfg keys to constructor arguments, so that the translation lives in one
 place. Keyword arguments given beside a cfg override what ``from_config`` returns.
-A function can be decorated too: ``@configurable(from_config=fn)``.
+A function can be decorated too: ``@configurable(from_config=fn)``. A cfg is a yacs
+``CfgNode`` (what :func:`get_cfg` returns) or an omegaconf ``DictConfig``.
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ __all__ = ["configurable"]
 
 
 def _is_cfg(obj: Any) -> bool:
-    # Avoid importing yacs here: any DictConfig-like or CfgNode-like mapping with upper-case keys
-    # counts. detectron2 checks isinstance(CfgNode) / DictConfig; we check the base class name
-    # so that yacs' CfgNode and ours both qualify.
+    """A yacs ``CfgNode`` (ours subclasses it) or an omegaconf ``DictConfig``, as detectron2."""
+    from omegaconf import DictConfig
     from yacs.config import CfgNode as _YacsCfgNode
 
-    return isinstance(obj, _YacsCfgNode)
+    return isinstance(obj, (_YacsCfgNode, DictConfig))
 
 
 def _called_with_cfg(*args: Any, **kwargs: Any) -> bool:
@@ -42,11 +42,11 @@ def _get_args_from_config(from_config_func: Callable, *args: Any, **kwargs: Any)
     if not params or params[0] != "cfg":
         name = getattr(from_config_func, "__qualname__", repr(from_config_func))
         raise TypeError(f"{name} must take 'cfg' as its first argument, got parameters {params}.")
-    accepts_var_kw = any(
-        p.kind == inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()
+    accepts_var_args = any(
+        p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in signature.parameters.values()
     )
-    if accepts_var_kw:
-        return from_config_func(*args, **kwargs)
+    if accepts_var_args:  # from_config takes everything and decides itself
+        return _plain_lists(from_config_func(*args, **kwargs))
     supported = set(params)
     extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in supported}
     ret = from_config_func(*args, **kwargs)
@@ -57,7 +57,23 @@ def _get_args_from_config(from_config_func: Callable, *args: Any, **kwargs: Any)
         )
     # Arguments that from_config does not know about go straight to __init__.
     ret.update(extra)
-    return ret
+    return _plain_lists(ret)
+
+
+def _plain_lists(args: Dict[str, Any]) -> Dict[str, Any]:
+    """Turns omegaconf ``ListConfig`` arguments into plain lists.
+
+    A DictConfig cfg hands out ``ListConfig`` where a CfgNode hands out lists and tuples; our
+    constructors check for ``list`` / ``tuple`` (loudly), so convert the top-level values here
+    once rather than in every constructor. Other values, DictConfig sub-trees included, pass
+    through unchanged.
+    """
+    if not any(type(v).__name__ == "ListConfig" for v in args.values()):
+        return args
+    from omegaconf import ListConfig, OmegaConf
+
+    return {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, ListConfig) else v
+            for k, v in args.items()}
 
 
 def configurable(init_func: Optional[Callable] = None, *, from_config: Optional[Callable] = None):
@@ -71,18 +87,24 @@ def configurable(init_func: Optional[Callable] = None, *, from_config: Optional[
 
         @functools.wraps(init_func)
         def wrapped(self, *args: Any, **kwargs: Any) -> None:
-            if not _called_with_cfg(*args, **kwargs):
-                init_func(self, *args, **kwargs)
-                return
+            # Checked on every construction, with or without a cfg, as detectron2 does: a class
+            # that cannot be built from a cfg should not look like it can.
+            cls_name = type(self).__qualname__
             from_config_func = getattr(type(self), "from_config", None)
             if from_config_func is None:
                 raise AttributeError(
-                    f"{type(self).__name__} uses @configurable but has no classmethod from_config."
+                    f"Class {cls_name} uses @configurable on __init__ and must have a "
+                    "'from_config' classmethod; it has none."
                 )
             if not inspect.ismethod(from_config_func):
-                raise TypeError(f"{type(self).__name__}.from_config must be a classmethod.")
-            explicit = _get_args_from_config(from_config_func, *args, **kwargs)
-            init_func(self, **explicit)
+                raise TypeError(
+                    f"Class {cls_name} uses @configurable on __init__ and must have a "
+                    "'from_config' classmethod; its from_config is not a classmethod."
+                )
+            if _called_with_cfg(*args, **kwargs):
+                init_func(self, **_get_args_from_config(from_config_func, *args, **kwargs))
+            else:
+                init_func(self, *args, **kwargs)
 
         return wrapped
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
+import operator
 import time
 from collections import Counter
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
@@ -21,7 +23,7 @@ from .train_loop import HookBase
 
 __all__ = [
     "CallbackHook", "IterationTimer", "PeriodicWriter", "PeriodicCheckpointer", "LRScheduler",
-    "EvalHook",
+    "EvalHook", "BestCheckpointer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -266,3 +268,74 @@ class EvalHook(HookBase):
         if self._eval_after_train and self.trainer.iter + 1 >= self.trainer.max_iter:
             self._do_eval()
         del self._func  # may hold references to the trainer
+
+
+class BestCheckpointer(HookBase):
+    """Saves the model whenever a validation metric reaches a new best.
+
+    Reads the metric from the trainer's storage, so register it *after* the hook that puts it
+    there (usually :class:`EvalHook` with the same period). It checks at the same iterations
+    as ``EvalHook``: every ``eval_period`` iterations and after the last one.
+
+    Args:
+        eval_period: The period the metric's ``EvalHook`` runs at.
+        checkpointer: Saves ``<file_prefix>.pth`` (with ``iteration=`` the metric's iteration).
+        val_metric: The storage key of the metric, e.g. ``"bbox/AP50"``.
+        mode: ``"max"`` when larger is better (AP), ``"min"`` when smaller is (a loss).
+        file_prefix: The checkpoint's file name without extension.
+
+    Attributes:
+        best_metric: The best value so far (None before the first finite one).
+        best_iter: The iteration ``best_metric`` was recorded at.
+    """
+
+    def __init__(self, eval_period: int, checkpointer: Any, val_metric: str, mode: str = "max",
+                 file_prefix: str = "model_best") -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"BestCheckpointer mode must be 'max' or 'min', got {mode!r}.")
+        self._period = eval_period
+        self._checkpointer = checkpointer
+        self._val_metric = val_metric
+        self._compare = operator.gt if mode == "max" else operator.lt
+        self._file_prefix = file_prefix
+        self.best_metric: Optional[float] = None
+        self.best_iter: Optional[int] = None
+
+    def _best_checking(self) -> None:
+        entry = self.trainer.storage.latest().get(self._val_metric)
+        if entry is None:
+            logger.warning(
+                "BestCheckpointer: metric '%s' is not in the event storage (is the hook that "
+                "computes it registered before this one?); not checkpointing on it.",
+                self._val_metric,
+            )
+            return
+        value, metric_iter = entry
+        if math.isnan(value) or math.isinf(value):
+            logger.warning("BestCheckpointer: metric '%s' is %s at iteration %d; not saving.",
+                           self._val_metric, value, metric_iter)
+            return
+        if self.best_metric is not None and not self._compare(value, self.best_metric):
+            logger.info(
+                "Not saving as latest eval score for %s is %0.5f, not better than best score "
+                "%0.5f @ iteration %d.", self._val_metric, value, self.best_metric, self.best_iter,
+            )
+            return
+        previous = self.best_metric
+        self.best_metric, self.best_iter = value, metric_iter
+        self._checkpointer.save(self._file_prefix, iteration=metric_iter)
+        if previous is None:
+            logger.info("Saved first model at %0.5f @ %d steps", value, metric_iter)
+        else:
+            logger.info("Saved best model as latest eval score for %s is %0.5f, better than "
+                        "last best score %0.5f.", self._val_metric, value, previous)
+
+    def after_step(self) -> None:
+        # The same iterations as EvalHook.
+        next_iter = self.trainer.iter + 1
+        if self._period > 0 and next_iter % self._period == 0 and next_iter != self.trainer.max_iter:
+            self._best_checking()
+
+    def after_train(self) -> None:
+        if self.trainer.iter + 1 >= self.trainer.max_iter:
+            self._best_checking()

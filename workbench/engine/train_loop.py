@@ -15,10 +15,11 @@ inside it) -> ``after_step`` (all hooks). ``trainer.iter`` is the current iterat
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 import weakref
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -174,10 +175,18 @@ class SimpleTrainer(TrainerBase):
         gather_metric_period: Record metrics every this many iterations (1: every iteration).
             Metric gathering costs a device sync (``.item()``) and, with several ranks, a
             collective; a larger period saves both.
+        zero_grad_before_forward: Zero the gradients before the forward pass instead of
+            between forward and backward (e.g. for a model whose forward reads gradients).
+        async_write_metrics: Record metrics in a background thread (one worker, so in
+            iteration order) instead of blocking the step. Pending writes are flushed before
+            the hooks' ``after_train`` runs. A non-finite loss found there still raises
+            ``FloatingPointError`` naming its iteration, but at a later step (when the training
+            thread notices the failed write) or at the end of training, not at once.
     """
 
     def __init__(self, model: torch.nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
-                 gather_metric_period: int = 1) -> None:
+                 gather_metric_period: int = 1, zero_grad_before_forward: bool = False,
+                 async_write_metrics: bool = False) -> None:
         super().__init__()
         model.train()
         self.model = model
@@ -185,6 +194,11 @@ class SimpleTrainer(TrainerBase):
         self._data_loader_iter_obj = None
         self.optimizer = optimizer
         self.gather_metric_period = max(1, int(gather_metric_period))
+        self.zero_grad_before_forward = zero_grad_before_forward
+        self.async_write_metrics = async_write_metrics
+        # Created on the first asynchronous write and shut down after training.
+        self.concurrent_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._pending_writes: List[concurrent.futures.Future] = []
 
     @property
     def _data_loader_iter(self):
@@ -193,6 +207,17 @@ class SimpleTrainer(TrainerBase):
             self._data_loader_iter_obj = iter(self.data_loader)
         return self._data_loader_iter_obj
 
+    def reset_data_loader(self, data_loader_builder: Callable[[], Iterable]) -> None:
+        """Replaces the data loader by ``data_loader_builder()`` (called without arguments).
+
+        The old loader (and its iterator, with any worker processes) is released first, so that
+        two loaders never hold workers at the same time; the next step starts iterating the new
+        one.
+        """
+        self._data_loader_iter_obj = None
+        del self.data_loader
+        self.data_loader = data_loader_builder()
+
     def run_step(self) -> None:
         if not self.model.training:
             raise RuntimeError("[SimpleTrainer] model was changed to eval mode!")
@@ -200,6 +225,8 @@ class SimpleTrainer(TrainerBase):
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
 
+        if self.zero_grad_before_forward:
+            self.optimizer.zero_grad(set_to_none=True)
         loss_dict = self.model(data)
         if isinstance(loss_dict, torch.Tensor):
             losses = loss_dict
@@ -207,17 +234,68 @@ class SimpleTrainer(TrainerBase):
         else:
             losses = sum(loss_dict.values())
 
-        self.optimizer.zero_grad(set_to_none=True)
+        if not self.zero_grad_before_forward:
+            self.optimizer.zero_grad(set_to_none=True)
         losses.backward()
         self.after_backward()
-        self._write_metrics(loss_dict, data_time)
+        self._record_metrics(loss_dict, data_time)
         self.optimizer.step()
+
+    def _record_metrics(self, loss_dict: Mapping[str, torch.Tensor], data_time: float) -> None:
+        """Writes this iteration's metrics now, or queues them with ``async_write_metrics``."""
+        if not self.async_write_metrics:
+            self._write_metrics(loss_dict, data_time)
+            return
+        self._raise_failed_writes(wait=False)
+        if self.concurrent_executor is None:
+            self.concurrent_executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="write_metrics"
+            )
+        # Detached here: the worker must not touch the autograd graph of a later step.
+        loss_dict = {k: v.detach() for k, v in loss_dict.items()}
+        self._pending_writes.append(
+            self.concurrent_executor.submit(self._write_metrics, loss_dict, data_time, iter=self.iter)
+        )
+
+    def _raise_failed_writes(self, wait: bool) -> None:
+        """Drops finished background writes; re-raises the first that failed."""
+        if wait:
+            concurrent.futures.wait(self._pending_writes)
+        done = [f for f in self._pending_writes if f.done()]
+        self._pending_writes = [f for f in self._pending_writes if not f.done()]
+        for f in done:
+            if f.exception() is not None:
+                raise f.exception()
+
+    def after_train(self) -> None:
+        # Flush queued metric writes first, so that hooks (e.g. the final PeriodicWriter
+        # write) see every iteration's metrics.
+        error: Optional[BaseException] = None
+        try:
+            self._raise_failed_writes(wait=True)
+        except Exception as e:  # reported after the hooks ran
+            error = e
+        try:
+            super().after_train()
+        finally:
+            if self.concurrent_executor is not None:
+                self.concurrent_executor.shutdown(wait=True)
+                self.concurrent_executor = None
+        # Training that already failed keeps its own exception (after_train runs in a finally).
+        if error is not None:
+            if self.iter == self.max_iter:
+                raise error
+            logger.error("A background metric write failed too: %r", error)
 
     def _write_metrics(self, loss_dict: Mapping[str, torch.Tensor], data_time: float, prefix: str = "",
                        iter: Optional[int] = None) -> None:
         cur_iter = self.iter if iter is None else iter
         if (cur_iter + 1) % self.gather_metric_period == 0:
-            SimpleTrainer.write_metrics(loss_dict, data_time, cur_iter, prefix)
+            try:
+                SimpleTrainer.write_metrics(loss_dict, data_time, cur_iter, prefix)
+            except Exception:
+                logger.exception("Exception in writing metrics:")
+                raise
 
     @staticmethod
     def write_metrics(loss_dict: Mapping[str, torch.Tensor], data_time: float, cur_iter: Optional[int] = None,
@@ -241,7 +319,7 @@ class SimpleTrainer(TrainerBase):
             total_losses_reduced = sum(metrics_dict.values())
             if not np.isfinite(total_losses_reduced):
                 raise FloatingPointError(
-                    f"Loss became infinite or NaN at iteration={storage.iter}!\nloss_dict = {metrics_dict}"
+                    f"Loss became infinite or NaN at iteration={storage.iter if cur_iter is None else cur_iter}!\nloss_dict = {metrics_dict}"
                 )
             storage.put_scalar(f"{prefix}total_loss", total_losses_reduced, cur_iter=cur_iter)
             if len(metrics_dict) > 1:
@@ -272,20 +350,26 @@ class AMPTrainer(SimpleTrainer):
     optimizer's ``step`` sees unscaled gradients (the scaler unscales before stepping).
 
     Args:
-        model, data_loader, optimizer, gather_metric_period: As for :class:`SimpleTrainer`.
+        model, data_loader, optimizer, gather_metric_period, zero_grad_before_forward,
+            async_write_metrics: As for :class:`SimpleTrainer` (the argument order is
+            detectron2's).
         grad_scaler: A ``torch.amp.GradScaler``; default: enabled on CUDA only.
         precision: Autocast dtype; default float16 on CUDA, bfloat16 on CPU.
+        log_grad_scaler: Record the scaler's scale as ``[metric]grad_scaler`` every step.
     """
 
     def __init__(self, model: torch.nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
-                 gather_metric_period: int = 1, grad_scaler=None,
-                 precision: Optional[torch.dtype] = None) -> None:
+                 gather_metric_period: int = 1, zero_grad_before_forward: bool = False,
+                 grad_scaler=None, precision: Optional[torch.dtype] = None,
+                 log_grad_scaler: bool = False, async_write_metrics: bool = False) -> None:
         unsupported = "AMPTrainer does not support single-process multi-device training!"
         if isinstance(model, DistributedDataParallel) and model.device_ids and len(model.device_ids) > 1:
             raise ValueError(unsupported)
         if isinstance(model, DataParallel):
             raise ValueError(unsupported)
-        super().__init__(model, data_loader, optimizer, gather_metric_period)
+        super().__init__(model, data_loader, optimizer, gather_metric_period,
+                         zero_grad_before_forward, async_write_metrics)
+        self.log_grad_scaler = log_grad_scaler
         self.device_type = _model_device_type(model)
         if precision is None:
             precision = torch.float16 if self.device_type == "cuda" else torch.bfloat16
@@ -301,6 +385,8 @@ class AMPTrainer(SimpleTrainer):
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
 
+        if self.zero_grad_before_forward:
+            self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device_type, dtype=self.precision):
             loss_dict = self.model(data)
             if isinstance(loss_dict, torch.Tensor):
@@ -309,10 +395,13 @@ class AMPTrainer(SimpleTrainer):
             else:
                 losses = sum(loss_dict.values())
 
-        self.optimizer.zero_grad(set_to_none=True)
+        if not self.zero_grad_before_forward:
+            self.optimizer.zero_grad(set_to_none=True)
         self.grad_scaler.scale(losses).backward()
+        if self.log_grad_scaler:
+            get_event_storage().put_scalar("[metric]grad_scaler", self.grad_scaler.get_scale())
         self.after_backward()
-        self._write_metrics(loss_dict, data_time)
+        self._record_metrics(loss_dict, data_time)
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
 

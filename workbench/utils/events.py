@@ -174,11 +174,35 @@ class EventStorage:
         return dict(self._latest_scalars)
 
     def latest_with_smoothing_hint(self, window_size: int = 20) -> Dict[str, Tuple[float, int]]:
-        """Like :meth:`latest`, but the median of the last ``window_size`` values where hinted."""
+        """Like :meth:`latest`, but hinted scalars are the median of their recent samples.
+
+        The window counts *iterations*, not samples: every value put within the last
+        ``window_size`` iterations (see :meth:`count_samples`) enters the median, so a scalar put
+        every 5th iteration is smoothed over 2 samples with ``window_size=10``. (This differs from
+        ``HistoryBuffer.median(n)``, whose ``n`` counts samples.)
+        """
         result = {}
-        for k, (v, itr) in self._latest_scalars.items():
-            result[k] = (self._history[k].median(window_size) if self._smoothing_hints[k] else v, itr)
+        # A copy: with SimpleTrainer(async_write_metrics=True) another thread may add scalars.
+        for k, (v, itr) in list(self._latest_scalars.items()):
+            if self._smoothing_hints[k]:
+                v = self._history[k].median(self.count_samples(k, window_size))
+            result[k] = (v, itr)
         return result
+
+    def count_samples(self, name: str, window_size: int = 20) -> int:
+        """How many values of ``name`` were put in the ``window_size`` iterations up to its latest.
+
+        Raises:
+            KeyError: when ``name`` was never put.
+        """
+        data = self.history(name).values()
+        newest_iter = data[-1][1]
+        samples = 0
+        for _, itr in reversed(data):
+            if itr <= newest_iter - window_size:
+                break
+            samples += 1
+        return samples
 
     def smoothing_hints(self) -> Dict[str, bool]:
         return dict(self._smoothing_hints)
@@ -274,11 +298,21 @@ class JSONWriter(EventWriter):
 
 
 class CommonMetricPrinter(EventWriter):
-    """Logs iteration, ETA, losses, time and learning rate on one line."""
+    """Logs one line of common metrics: ETA, iteration, losses, ``[metric]`` scalars, time, lr.
+
+    Every scalar whose name contains ``"loss"`` or ``"[metric]"`` is shown as the median of the
+    samples put in the last ``window_size`` iterations. ``time`` is shown as its global average
+    and its latest value, ``data_time`` as its windowed average and latest value.
+
+    Args:
+        max_iter: the number of training iterations, for the ETA (no ETA when None).
+        window_size: iterations the losses and metrics are median-smoothed over.
+        logger: where lines go; default ``logging.getLogger("workbench.utils.events")``.
+    """
 
     def __init__(self, max_iter: Optional[int] = None, window_size: int = 20,
                  logger: Optional[logging.Logger] = None) -> None:
-        self.logger = logger or logging.getLogger("workbench")
+        self.logger = logger or logging.getLogger(__name__)
         self._max_iter = max_iter
         self._window_size = window_size
         self._last_write: Optional[Tuple[int, float]] = None
@@ -301,24 +335,31 @@ class CommonMetricPrinter(EventWriter):
             self._last_write = (iteration, now)
             return eta
 
+    def _smoothed(self, storage: EventStorage, keep) -> str:
+        return "  ".join(
+            f"{k}: {h.median(storage.count_samples(k, self._window_size)):.4g}"
+            for k, h in storage.histories().items() if keep(k)
+        )
+
     def format_line(self) -> str:
+        """The line :meth:`write` logs; empty once ``max_iter`` is reached (training is over)."""
         storage = get_event_storage()
         iteration = storage.iter
         if self._max_iter is not None and iteration == self._max_iter:
             return ""
-        eta = self._eta(storage)
-        parts = []
-        if eta:
-            parts.append(f"eta: {eta}")
-        parts.append(f"iter: {iteration}")
         hist = storage.histories()
-        losses = [f"{k}: {h.median(self._window_size):.4g}" for k, h in hist.items() if "loss" in k]
-        parts.append("  ".join(losses))
-        for key, fmt in (("time", "time: {:.4f}"), ("data_time", "data_time: {:.4f}"),
-                         ("lr", "lr: {:.5g}")):
-            if key in hist:
-                val = hist[key].latest() if key == "lr" else hist[key].avg(self._window_size)
-                parts.append(fmt.format(val))
+        eta = self._eta(storage)
+        parts = [f"eta: {eta}" if eta else "", f"iter: {iteration}",
+                 self._smoothed(storage, lambda k: "loss" in k),
+                 self._smoothed(storage, lambda k: "[metric]" in k)]
+        if "time" in hist:
+            parts += [f"time: {hist['time'].global_avg():.4f}",
+                      f"last_time: {hist['time'].latest():.4f}"]
+        if "data_time" in hist:
+            n = storage.count_samples("data_time", self._window_size)
+            parts += [f"data_time: {hist['data_time'].avg(n):.4f}",
+                      f"last_data_time: {hist['data_time'].latest():.4f}"]
+        parts.append(f"lr: {hist['lr'].latest():.5g}" if "lr" in hist else "lr: N/A")
         if torch.cuda.is_available():
             parts.append(f"max_mem: {torch.cuda.max_memory_allocated() / 1024 / 1024:.0f}M")
         return "  ".join(p for p in parts if p)

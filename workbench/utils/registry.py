@@ -1,4 +1,4 @@
-"""A name -> object registry, the way components are found from a config string.
+"""A name -> object registry, and ``locate``: the ways components are found from a config string.
 
 Every component kind (backbone, RPN head, ROI heads, ...) has one registry that lives in the
 kind's ``build.py``. ``workbench.modeling`` imports every registrant module, so a registered name
@@ -7,10 +7,13 @@ is never missing because some file was not imported.
 
 from __future__ import annotations
 
+import builtins
 import difflib
+import importlib
+import inspect
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "locate"]
 
 
 class Registry:
@@ -89,3 +92,73 @@ class Registry:
     def __repr__(self) -> str:
         names = ", ".join(sorted(self._obj_map))
         return f"Registry(name={self._name!r}, entries=[{names}])"
+
+
+def _import_or_none(module_name: str) -> Any:
+    """Import ``module_name``; None when that module (or a parent package) does not exist.
+
+    An ImportError raised from *inside* an existing module is re-raised: hiding it would turn a
+    broken dependency into a confusing "cannot locate".
+    """
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        missing = e.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            return None
+        raise
+
+
+def locate(name: str) -> Any:
+    """Return the object a dotted path names, e.g. ``"torch.optim.SGD"``.
+
+    The path is ``{module}.{qualname}``: the longest importable module prefix is imported and the
+    rest is followed as attributes, so nested names such as ``"pkg.mod.Class.method"`` work. A
+    leading ``detectron2.`` is read as ``workbench.`` (module paths mirror detectron2's), and a
+    single name such as ``"int"`` is looked up in builtins.
+
+    Raises:
+        ImportError: when no object of that name can be found; the message names the string.
+    """
+    if not isinstance(name, str) or not name or any(not p for p in name.split(".")):
+        raise ImportError(f"Cannot locate {name!r}: expected a dotted path such as 'module.Class'.")
+    parts = name.split(".")
+    if parts[0] == "detectron2":
+        parts[0] = "workbench"
+
+    obj = _import_or_none(parts[0])
+    if obj is None:
+        if len(parts) == 1 and hasattr(builtins, parts[0]):
+            return getattr(builtins, parts[0])
+        raise ImportError(f"Cannot locate {name!r}: no module named {parts[0]!r}.")
+    for i in range(1, len(parts)):
+        if hasattr(obj, parts[i]):
+            obj = getattr(obj, parts[i])
+            continue
+        # Not an attribute (yet): maybe a submodule that its package does not import.
+        module = _import_or_none(".".join(parts[: i + 1])) if inspect.ismodule(obj) else None
+        if module is None:
+            raise ImportError(
+                f"Cannot locate {name!r}: {'.'.join(parts[:i])!r} has no attribute or "
+                f"submodule {parts[i]!r}."
+            )
+        obj = module
+    return obj
+
+
+def _convert_target_to_string(t: Any) -> str:
+    """The inverse of :func:`locate`: the shortest ``module.qualname`` path that locates ``t``.
+
+    ``pkg.sub._impl.Class`` becomes ``pkg.sub.Class`` when the shorter path names the same object,
+    which keeps config files stable when an implementation moves between private modules.
+    """
+    module, qualname = t.__module__, t.__qualname__
+    module_parts = module.split(".")
+    for k in range(1, len(module_parts)):
+        candidate = ".".join(module_parts[:k]) + "." + qualname
+        try:
+            if locate(candidate) is t:
+                return candidate
+        except ImportError:
+            pass
+    return f"{module}.{qualname}"

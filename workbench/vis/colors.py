@@ -9,7 +9,7 @@ Colours are RGB floats in [0, 1] unless a name says ``_uint8``.
 from __future__ import annotations
 
 import colorsys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 

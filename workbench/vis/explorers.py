@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import html
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 

@@ -34,18 +34,21 @@ from . import colors as C
 # Parts of the visualiser live in their own modules; their names stay importable from here.
 from .inputs import _decode_segmentation, _erode, _fields, _mask_boxes, _np, _xyxy  # noqa: F401
 from .labels import _font, _overlap_area, _render_labels  # noqa: F401
-from .matching import _match_gt_pred, box_iou_matrix, match_by_iou
+from .masks import (ColorMode, binary_mask_overlay, check_mask, grayscale_outside, mask_color,
+                    mask_texts, masks_to_array, soft_mask_overlay)
+from .matching import box_iou_matrix, match_by_iou
+from .model_stages import ModelStageDrawing
 from .png import encode_png, to_numpy_image
 from .vis_image import _DPI, VisImage
 
-__all__ = ["VisImage", "Visualizer", "to_numpy_image", "box_iou_matrix", "match_by_iou",
-           "encode_png"]
+__all__ = ["ColorMode", "VisImage", "Visualizer", "to_numpy_image", "box_iou_matrix",
+           "match_by_iou", "encode_png"]
 
 _KEYPOINT_THRESHOLD = 0.05  # detectron2's default visibility threshold for predicted keypoints
 _LINE_H = 1.35  # label height, in font heights (text plus padding)
 
 
-class Visualizer:
+class Visualizer(ModelStageDrawing):
     """Draws on one image; each ``draw_*`` call adds to the same :class:`VisImage` and returns it.
 
     Args:
@@ -55,10 +58,15 @@ class Visualizer:
         scale: output size relative to the image.
         input_format: "RGB" or "BGR" (the order of ``img_rgb``'s channels).
         font_size: label font size in points; default grows with the image like detectron2's.
+        instance_mode: a :class:`ColorMode` for instance predictions. detectron2's fourth
+            positional argument is ``instance_mode``: a ``ColorMode`` given there is taken as it.
     """
 
     def __init__(self, img_rgb: Any, metadata=None, scale: float = 1.0, input_format: str = "RGB",
-                 *, font_size: Optional[float] = None):
+                 *, font_size: Optional[float] = None, instance_mode: ColorMode = ColorMode.IMAGE):
+        if isinstance(input_format, ColorMode):  # Visualizer(img, meta, 1.0, ColorMode.IMAGE_BW)
+            input_format, instance_mode = "RGB", input_format
+        self._instance_mode = ColorMode(instance_mode)
         self.img = to_numpy_image(img_rgb, input_format)
         self.metadata = metadata
         self.scale = float(scale)
@@ -169,6 +177,35 @@ class Visualizer:
         self.output._record("box_colors", colors)
         return self.output
 
+    def draw_rotated_box_with_label(self, rotated_box, alpha: float = 1.0, edge_color=(0.0, 0.5, 0.0),
+                                    line_style: str = "-", label: Optional[str] = None) -> VisImage:
+        """One rotated box (xc, yc, w, h, angle in degrees ccw) with its top edge dashed and an
+        optional label at its top-left corner (detectron2's method; colours as RGB in [0, 1]).
+
+        Records ``drawn["rotated_boxes"]`` (k, 5) and ``drawn["rotated_corners"]`` (k, 4, 2).
+        """
+        cx, cy, w, h, angle = (float(v) for v in np.asarray(_np(rotated_box)).reshape(5))
+        theta = np.deg2rad(angle)
+        c, s = np.cos(theta), np.sin(theta)
+        # Local corners bottom-left, top-left, top-right, bottom-right; y points down, so a
+        # positive angle turns the box counter-clockwise on screen.
+        u = np.array([-w / 2, -w / 2, w / 2, w / 2])
+        v = np.array([h / 2, -h / 2, -h / 2, h / 2])
+        corners = np.stack([cx + c * u + s * v, cy - s * u + c * v], axis=1)  # (4, 2)
+        color = np.asarray(edge_color, dtype=np.float64).reshape(3)
+        lw = max(self.font_size / (6 if w * h < 1000 * self.scale else 3), 1.0)
+        segments = [corners[[k, (k + 1) % 4]] for k in range(4)]
+        styles = ["--" if k == 1 else line_style for k in range(4)]  # k = 1: the top edge
+        self.output.add_artist(LineCollection(segments, colors=[(*color, alpha)] * 4,
+                                              linewidths=lw * self.scale, linestyles=styles,
+                                              zorder=2))
+        self.output._record("rotated_boxes", np.array([[cx, cy, w, h, angle]]))
+        self.output._record("rotated_corners", corners[None])
+        if label is not None:
+            x0, y0 = corners[1]  # the top-left corner
+            self._draw_labels([label], np.array([[x0, y0, x0, y0]]), color[None])
+        return self.output
+
     def draw_masks(self, masks, colors, alpha: float = 0.5, *, outline: bool = True) -> VisImage:
         """Binary masks (n, H, W) blended into the image (largest first, so small ones stay on top).
 
@@ -209,6 +246,39 @@ class Visualizer:
         self.output._record("masks", int(len(masks)))
         return self.output
 
+    def draw_binary_mask(self, binary_mask, color=None, *, edge_color=None, text: Optional[str] = None,
+                         alpha: float = 0.5, area_threshold: Optional[float] = 10) -> VisImage:
+        """One (H, W) 0/1 mask, its connected parts smaller than ``area_threshold`` pixels left out.
+
+        Args:
+            color, edge_color: matplotlib colours (names, RGB in [0, 1], ...). ``color`` defaults
+                to the next palette colour; ``edge_color`` to ``color`` (darker when alpha > 0.8).
+            text: drawn on the mask's largest part (and on other very large parts).
+        """
+        mask = check_mask(binary_mask, self.output.height, self.output.width, "binary_mask")
+        color = mask_color(color, self.drawn["masks"])
+        edge = None if edge_color is None else mask_color(edge_color, 0)
+        rgba, kept = binary_mask_overlay(mask, color, edge, alpha, area_threshold)
+        self.output.blend_rgba(rgba)
+        self.output._record("masks", 1)
+        if text is not None and kept.any():
+            self._draw_labels(*mask_texts(text, kept, color))
+        return self.output
+
+    def draw_soft_mask(self, soft_mask, color=None, *, text: Optional[str] = None,
+                       alpha: float = 0.5) -> VisImage:
+        """One (H, W) mask of values in [0, 1], blended with opacity ``soft_mask * alpha``.
+
+        ``text`` goes on the largest part of ``soft_mask > 0.5``.
+        """
+        soft = check_mask(soft_mask, self.output.height, self.output.width, "soft_mask")
+        color = mask_color(color, self.drawn["masks"])
+        self.output.blend_rgba(soft_mask_overlay(soft, color, alpha))
+        self.output._record("masks", 1)
+        if text is not None and (soft > 0.5).any():
+            self._draw_labels(*mask_texts(text, soft > 0.5, color))
+        return self.output
+
     def draw_keypoints(self, keypoints, *, kpt_thresh: float = _KEYPOINT_THRESHOLD,
                        color=None) -> VisImage:
         """Keypoints (n, K, 3) ``(x, y, score)`` above ``kpt_thresh``, and the skeleton from
@@ -247,9 +317,24 @@ class Visualizer:
                           keypoints=None, assigned_colors=None, alpha: float = 0.5,
                           label_order: Optional[Sequence[int]] = None,
                           kpt_thresh: float = _KEYPOINT_THRESHOLD) -> VisImage:
-        """Any combination of boxes, labels, masks and keypoints of the same n instances."""
+        """Any combination of boxes, labels, masks and keypoints of the same n instances.
+
+        ``masks``: (n, H, W), ``BitMasks``, ``PolygonMasks``, or one entry per instance: a list
+        of flat ``[x0, y0, x1, y1, ...]`` polygons, an (H, W) array or an RLE dict.
+        """
+        if boxes is not None and np.ndim(_np(boxes)) == 2 and np.shape(_np(boxes))[1] == 5:
+            # Rotated boxes (xc, yc, w, h, angle), largest first; masks and keypoints are not
+            # drawn with them (detectron2's overlay_rotated_instances).
+            boxes = np.asarray(_np(boxes), dtype=np.float64)
+            colors = C.palette(len(boxes)) if assigned_colors is None else \
+                np.asarray(assigned_colors, dtype=np.float64).reshape(-1, 3)
+            for i in np.argsort(-(boxes[:, 2] * boxes[:, 3]), kind="stable"):
+                self.draw_rotated_box_with_label(
+                    boxes[i], edge_color=colors[i], label=None if labels is None else labels[i])
+            return self.output
         boxes = None if boxes is None else np.asarray(_np(boxes), dtype=np.float64).reshape(-1, 4)
-        n = next((len(x) for x in (boxes, labels, _np(masks), _np(keypoints)) if x is not None), 0)
+        masks = masks_to_array(masks, self.output.height, self.output.width)
+        n = next((len(x) for x in (boxes, labels, masks, _np(keypoints)) if x is not None), 0)
         colors = C.palette(n) if assigned_colors is None else np.asarray(assigned_colors).reshape(-1, 3)
         if masks is not None:
             self.draw_masks(masks, colors, alpha)
@@ -260,7 +345,7 @@ class Visualizer:
         if labels is not None:
             anchor_boxes = boxes
             if anchor_boxes is None and masks is not None:
-                anchor_boxes = _mask_boxes(_np(masks))
+                anchor_boxes = _mask_boxes(masks)
             if anchor_boxes is not None:
                 self._draw_labels(labels, anchor_boxes, colors, label_order)
         return self.output
@@ -270,7 +355,8 @@ class Visualizer:
     def draw_instance_predictions(self, predictions, score_thresh: float = 0.0,
                                   classes: Optional[Sequence[int]] = None, show_labels: bool = True,
                                   show_masks: bool = True, show_keypoints: bool = True, *,
-                                  alpha: float = 0.5, kpt_thresh: float = _KEYPOINT_THRESHOLD,
+                                  alpha: Optional[float] = None,
+                                  kpt_thresh: float = _KEYPOINT_THRESHOLD,
                                   box_scale: float = 1.0) -> VisImage:
         """Boxes with "class score%" labels, masks and keypoints of an ``Instances``.
 
@@ -281,6 +367,9 @@ class Visualizer:
             score_thresh: keep ``scores > score_thresh`` (detectron2's test filter); 0 keeps all.
             classes: keep only these class indices (None: all).
             box_scale: multiplies boxes and keypoints (e.g. input -> original pixels).
+            alpha: mask opacity; default from the ``instance_mode``: 0.5 for ``IMAGE``, 0.8 for
+                ``SEGMENTATION`` with ``metadata.thing_colors``, 0.3 for ``IMAGE_BW`` (whose
+                background outside the drawn masks turns grey).
 
         ``drawn["kept"]`` holds the rows of ``predictions`` that were drawn.
         """
@@ -296,7 +385,9 @@ class Visualizer:
             keep &= np.isin(cls, np.asarray(list(classes), dtype=np.int64))
         idx = np.nonzero(keep)[0]
         self.output.drawn["kept"] = idx
-        boxes = None if boxes is None else boxes[idx].astype(np.float64) * box_scale
+        if boxes is not None:
+            boxes = boxes[idx].astype(np.float64)
+            boxes[:, :4] *= box_scale  # a rotated box's angle (column 4) is not scaled
         scores_k = None if scores is None else scores[idx]
         cls_k = None if cls is None else cls[idx]
         colors = C.instance_colors(cls_k, len(idx), self.metadata) if cls_k is not None else C.palette(len(idx))
@@ -308,6 +399,14 @@ class Visualizer:
             kps = kps[idx].astype(np.float64).copy()
             kps[:, :, :2] *= box_scale
         labels = self._labels(cls_k, scores_k) if show_labels else None
+        mode = self._instance_mode
+        if alpha is None:  # detectron2's opacity per mode
+            seg = mode == ColorMode.SEGMENTATION and self._meta("thing_colors")
+            alpha = 0.3 if mode == ColorMode.IMAGE_BW else (0.8 if seg else 0.5)
+        if mode == ColorMode.IMAGE_BW:
+            keep_colour = None if masks is None else (masks > 0.5).any(0)
+            self.output.blended = grayscale_outside(self.output.blended, keep_colour)
+            self.output._dirty = True
         order = None if scores_k is None else np.argsort(-scores_k, kind="stable")
         return self.overlay_instances(boxes=boxes, labels=labels, masks=masks, keypoints=kps,
                                       assigned_colors=colors, alpha=alpha, label_order=order,
@@ -360,6 +459,10 @@ class Visualizer:
                     continue
                 segments_info.append({"id": int(sid), "category_id": int(sid // 1000),
                                       "isthing": bool(sid % 1000 > 0)})
+        if self._instance_mode == ColorMode.IMAGE_BW:  # grey where no segment is
+            segment_ids = [int(s["id"]) for s in segments_info]
+            self.output.blended = grayscale_outside(self.output.blended, np.isin(pan, segment_ids))
+            self.output._dirty = True
         rgba = np.zeros(pan.shape + (4,), dtype=np.float32)
         drawn, texts, masks, cols = [], [], [], []
         thing_colors = C.class_colors(1 + max([s["category_id"] for s in segments_info if s.get("isthing")] or [0]),
@@ -426,109 +529,6 @@ class Visualizer:
         if sem is not None:
             self.draw_sem_seg(sem, alpha=alpha)
         return self.output
-
-    def draw_proposals(self, proposals, topk: int = 50, *, box_scale: float = 1.0,
-                       cmap: str = "viridis", show_scores: bool = False) -> VisImage:
-        """The ``topk`` proposals by objectness, coloured by sigmoid(objectness) (``cmap``),
-        the most confident drawn last (on top).
-
-        Args:
-            proposals: ``Instances`` with ``proposal_boxes`` and ``objectness_logits``, or a
-                ``(boxes, logits)`` pair.
-        """
-        if isinstance(proposals, (tuple, list)):
-            boxes, logits = (_np(x) for x in proposals)
-        else:
-            f = _fields(proposals)
-            boxes, logits = _np(f["proposal_boxes"]), _np(f["objectness_logits"])
-        order = np.argsort(-logits, kind="stable")[: max(int(topk), 0)]
-        prob = 1.0 / (1.0 + np.exp(-logits[order].astype(np.float64)))
-        draw_order = order[::-1]  # weakest first, strongest on top
-        self.draw_boxes(boxes[draw_order].astype(np.float64) * box_scale,
-                        C.score_colors(prob[::-1], cmap))
-        self.output.drawn["kept"] = order
-        self.output.drawn["objectness"] = prob
-        if show_scores and len(order):
-            texts = [f"{p:.2f}" for p in prob]
-            self._draw_labels(texts, boxes[order].astype(np.float64) * box_scale,
-                              C.score_colors(prob, cmap))
-        return self.output
-
-    def draw_anchors(self, anchors, grid_size: Tuple[int, int], cell: Tuple[int, int], *,
-                     box_scale: float = 1.0, stride: Optional[float] = None) -> VisImage:
-        """The anchors of one cell of one feature level, and the cell's centre.
-
-        Args:
-            anchors: the level's anchors, (Hi*Wi*A, 4) XYXY (a ``Boxes`` or tensor), in the order
-                detectron2's anchor generator makes them (y, x, anchor).
-            grid_size: (Hi, Wi) of the level.
-            cell: (y, x) on that level.
-            box_scale: multiplies the anchors (input pixels -> this image's pixels).
-        """
-        a = np.asarray(_np(anchors), dtype=np.float64).reshape(-1, 4)
-        hi, wi = int(grid_size[0]), int(grid_size[1])
-        y, x = int(cell[0]), int(cell[1])
-        if not (0 <= y < hi and 0 <= x < wi):
-            raise IndexError(f"cell {(y, x)} is outside the level's grid {(hi, wi)}.")
-        if len(a) % (hi * wi):
-            raise ValueError(f"Expected Hi*Wi*A = multiple of {hi * wi} anchors, got {len(a)}.")
-        num = len(a) // (hi * wi)  # A
-        loc = y * wi + x
-        sel = a[loc * num: (loc + 1) * num] * box_scale
-        self.draw_boxes(sel, C.palette(num), linestyle="--")
-        center = sel[:, :2].mean(0) / 2 + sel[:, 2:].mean(0) / 2 if num else np.zeros(2)
-        self.output.scatter([center], size=30 * self.scale, facecolors=[[1, 1, 1]],
-                            edgecolors="black", zorder=6)
-        self.output.drawn["anchor_rows"] = np.arange(loc * num, (loc + 1) * num)
-        return self.output
-
-    def compare(self, gt, pred, *, iou_thresh: float = 0.5, score_thresh: float = 0.0,
-                classes: Optional[Sequence[int]] = None, match_classes: bool = True,
-                box_scale: float = 1.0, gap: int = 8) -> VisImage:
-        """Ground truth (left) beside predictions (right), each match labelled with its IoU.
-
-        Args:
-            gt: ``Instances`` with ``gt_boxes`` / ``gt_classes`` or a dataset dict.
-            pred: ``Instances`` with ``pred_boxes``, ``scores``, ``pred_classes``.
-            match_classes: only match boxes of the same class.
-
-        Returns:
-            A new :class:`VisImage` (the two panels side by side); its ``drawn["matches"]`` is
-            ``[(gt_index, pred_index, iou)]`` (pred_index a row of ``pred``), ``"missed"`` and
-            ``"false_positives"`` the unmatched rows.
-        """
-        g_boxes, g_cls, p_boxes, p_scores, p_cls, rows, matches = _match_gt_pred(
-            gt, pred, iou_thresh=iou_thresh, score_thresh=score_thresh, classes=classes,
-            match_classes=match_classes, box_scale=box_scale)
-
-        H, W = self.img.shape[:2]
-        canvas = np.full((H, 2 * W + gap, 3), 255, dtype=np.uint8)
-        canvas[:, :W], canvas[:, W + gap:] = self.img, self.img
-        side = Visualizer(canvas, self.metadata, scale=self.scale, font_size=self.font_size)
-        matched_gt = {g: (j, iou) for g, j, iou in matches}
-        matched_pred = {j: (g, iou) for g, j, iou in matches}
-        g_colors = C.instance_colors(g_cls, len(g_boxes), self.metadata)
-        g_text = [self.class_name(c) + ("" if i in matched_gt else " missed") for i, c in enumerate(g_cls)]
-        side.draw_boxes(g_boxes, g_colors)
-        side._draw_labels(g_text, g_boxes, g_colors)
-        shifted = p_boxes[rows] + np.array([W + gap, 0, W + gap, 0])
-        p_colors = C.instance_colors(None if p_cls is None else p_cls[rows], len(rows), self.metadata)
-        p_text = []
-        for j in rows:
-            t = self.class_name(p_cls[j]) if p_cls is not None else ""
-            if p_scores is not None:
-                t += f" {p_scores[j] * 100:.0f}%"
-            t += f" IoU {matched_pred[j][1]:.2f}" if j in matched_pred else " FP"
-            p_text.append(t.strip())
-        side.draw_boxes(shifted, p_colors)
-        order = None if p_scores is None else np.argsort(-p_scores[rows], kind="stable")
-        side._draw_labels(p_text, shifted, p_colors, order)
-        out = side.output
-        out.drawn["matches"] = matches
-        out.drawn["missed"] = [i for i in range(len(g_boxes)) if i not in matched_gt]
-        out.drawn["false_positives"] = [int(j) for j in rows if j not in matched_pred]
-        out.drawn["kept"] = rows
-        return out
 
     def get_output(self) -> VisImage:
         return self.output
