@@ -1,7 +1,22 @@
-"""Model-zoo lookup: shipped copies of detectron2's YAML configs and its checkpoint URLs.
+"""Model-zoo lookup: shipped copies of detectron2's YAML and ``.py`` configs, checkpoint URLs.
 
 Config paths are relative to detectron2's ``configs/`` folder, e.g.
-``"COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"``; the same strings work here. The YAML
+``"COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"``; the same strings work here.
+
+``.py`` files are LazyConfigs (:mod:`workbench.config.lazy`): ``get_config`` returns an omegaconf
+``DictConfig`` for them, as detectron2 does, and ``get`` builds ``instantiate(cfg.model)``. They
+are detectron2's files unchanged (imports of ``detectron2.X`` are read as ``workbench.X`` while a
+config runs), and loading one runs it: they are Python code shipped inside the package.
+Besides ``configs/`` (``common/``, ``new_baselines/``, ``COCO-*/*.py``, ``Misc/*.py``), the
+configs of two detectron2 projects ship under the project's name, the path a detectron2 user
+types after ``projects/<name>/configs/``:
+
+* ``projects/ViTDet/configs/X``  -> ``"ViTDet/X"``, e.g. ``"ViTDet/COCO/mask_rcnn_vitdet_b_100ep.py"``;
+* ``projects/MViTv2/configs/X``  -> ``"MViTv2/X"``, e.g. ``"MViTv2/mask_rcnn_mvitv2_t_3x.py"``.
+
+(detectron2's own ``model_zoo`` resolves only ``configs/``; the project folders keep their
+layout, so their relative imports such as ``from ..common.coco_loader_lsj import dataloader``
+work unchanged.) The YAML
 files under ``workbench/model_zoo/configs`` carry the same values as detectron2's (one
 difference in form: ``Base-RetinaNet.yaml`` spells its anchor sizes as numbers instead of a
 ``!!python/object/apply:eval`` tag, so that it loads with safe YAML).
@@ -14,12 +29,13 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Union
 
-from workbench.config import CfgNode, get_cfg
+from workbench.config import CfgNode, LazyConfig, get_cfg
 
 if TYPE_CHECKING:  # torch is only needed by get(); importing the zoo must not require it
     import torch.nn
+    from omegaconf import DictConfig
 
 __all__ = ["embedded_weights_path", "get", "get_checkpoint_url", "get_config", "get_config_file", "list_configs"]
 
@@ -61,6 +77,19 @@ _CHECKPOINT_SUFFIX: Dict[str, str] = {
     "COCO-InstanceSegmentation/mask_rcnn_R_101_DC5_3x": "138363294/model_final_0464b7.pkl",
     "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x": "138205316/model_final_a3ec72.pkl",
     "COCO-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_3x": "139653917/model_final_2d9806.pkl",
+    # New baselines (LazyConfig .py files): large-scale jitter and longer schedules
+    "new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ": "42047764/model_final_bb69de.pkl",
+    "new_baselines/mask_rcnn_R_50_FPN_200ep_LSJ": "42047638/model_final_89a8d3.pkl",
+    "new_baselines/mask_rcnn_R_50_FPN_400ep_LSJ": "42019571/model_final_14d201.pkl",
+    "new_baselines/mask_rcnn_R_101_FPN_100ep_LSJ": "42025812/model_final_4f7b58.pkl",
+    "new_baselines/mask_rcnn_R_101_FPN_200ep_LSJ": "42131867/model_final_0bb7ae.pkl",
+    "new_baselines/mask_rcnn_R_101_FPN_400ep_LSJ": "42073830/model_final_f96b26.pkl",
+    "new_baselines/mask_rcnn_regnetx_4gf_dds_FPN_100ep_LSJ": "42047771/model_final_b7fbab.pkl",
+    "new_baselines/mask_rcnn_regnetx_4gf_dds_FPN_200ep_LSJ": "42132721/model_final_5d87c1.pkl",
+    "new_baselines/mask_rcnn_regnetx_4gf_dds_FPN_400ep_LSJ": "42025447/model_final_f1362d.pkl",
+    "new_baselines/mask_rcnn_regnety_4gf_dds_FPN_100ep_LSJ": "42047784/model_final_6ba57e.pkl",
+    "new_baselines/mask_rcnn_regnety_4gf_dds_FPN_200ep_LSJ": "42047642/model_final_27b9c1.pkl",
+    "new_baselines/mask_rcnn_regnety_4gf_dds_FPN_400ep_LSJ": "42045954/model_final_ef3a80.pkl",
     # Keypoint R-CNN
     "COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x": "137261548/model_final_04e291.pkl",
     "COCO-Keypoints/keypoint_rcnn_R_50_FPN_3x": "137849621/model_final_a6e10b.pkl",
@@ -73,6 +102,26 @@ _CHECKPOINT_SUFFIX: Dict[str, str] = {
     # Cascade Mask R-CNN
     "Misc/cascade_mask_rcnn_R_50_FPN_1x": "138602847/model_final_e9d89b.pkl",
     "Misc/cascade_mask_rcnn_R_50_FPN_3x": "144998488/model_final_480dd8.pkl",
+    # LVIS, Cityscapes, Pascal VOC
+    "LVISv0.5-InstanceSegmentation/mask_rcnn_R_50_FPN_1x": "144219072/model_final_571f7c.pkl",
+    "LVISv0.5-InstanceSegmentation/mask_rcnn_R_101_FPN_1x": "144219035/model_final_824ab5.pkl",
+    "LVISv0.5-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_1x": "144219108/model_final_5e3439.pkl",
+    "Cityscapes/mask_rcnn_R_50_FPN": "142423278/model_final_af9cf5.pkl",
+    "PascalVOC-Detection/faster_rcnn_R_50_C4": "142202221/model_final_b1acc2.pkl",
+    # Other settings: deformable convs, GN, SyncBN, training from scratch
+    "Misc/mask_rcnn_R_50_FPN_1x_dconv_c3-c5": "138602867/model_final_65c703.pkl",
+    "Misc/mask_rcnn_R_50_FPN_3x_dconv_c3-c5": "144998336/model_final_821d0b.pkl",
+    "Misc/mask_rcnn_R_50_FPN_3x_syncbn": "169527823/model_final_3b3c51.pkl",
+    "Misc/mask_rcnn_R_50_FPN_3x_gn": "138602888/model_final_dc5d9e.pkl",
+    "Misc/scratch_mask_rcnn_R_50_FPN_3x_gn": "138602908/model_final_01ca85.pkl",
+    "Misc/scratch_mask_rcnn_R_50_FPN_9x_gn": "183808979/model_final_da7b4c.pkl",
+    "Misc/scratch_mask_rcnn_R_50_FPN_9x_syncbn": "184226666/model_final_5ce33e.pkl",
+    "Misc/panoptic_fpn_R_101_dconv_cascade_gn_3x": "139797668/model_final_be35db.pkl",
+    "Misc/cascade_mask_rcnn_X_152_32x8d_FPN_IN5k_gn_dconv": "18131413/model_0039999_e76410.pkl",
+    # Detectron1 comparisons
+    "Detectron1-Comparisons/faster_rcnn_R_50_FPN_noaug_1x": "137781054/model_final_7ab50c.pkl",
+    "Detectron1-Comparisons/mask_rcnn_R_50_FPN_noaug_1x": "137781281/model_final_62ca52.pkl",
+    "Detectron1-Comparisons/keypoint_rcnn_R_50_FPN_1x": "137781195/model_final_cce136.pkl",
 }
 
 
@@ -84,6 +133,14 @@ _EMBEDDED_WEIGHTS: Dict[str, str] = {
 }
 
 
+def _name_without_suffix(config_path: str) -> str:
+    name = config_path.replace("\\", "/")
+    for suffix in (".yaml", ".py"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def embedded_weights_path(config_path: str) -> Optional[str]:
     """The packaged weight file of a model workbench trained itself, or None for other configs.
 
@@ -91,9 +148,7 @@ def embedded_weights_path(config_path: str) -> Optional[str]:
         FileNotFoundError: The config has embedded weights but the file is missing from this
             installation (a broken or partial install).
     """
-    name = config_path.replace("\\", "/")
-    if name.endswith(".yaml"):
-        name = name[: -len(".yaml")]
+    name = _name_without_suffix(config_path)
     rel = _EMBEDDED_WEIGHTS.get(name)
     if rel is None:
         return None
@@ -106,12 +161,20 @@ def embedded_weights_path(config_path: str) -> Optional[str]:
     return path
 
 
-def list_configs() -> List[str]:
-    """Returns the config paths shipped with workbench, sorted (``Base-*`` files included)."""
+def list_configs(suffix: Optional[str] = None) -> List[str]:
+    """Returns the config paths shipped with workbench, sorted (``Base-*`` files included).
+
+    Args:
+        suffix: ``".yaml"`` or ``".py"`` to list one kind only; None lists both (the ``.py``
+            files include the pieces other configs import, such as ``common/optim.py``).
+    """
+    suffixes = (".yaml", ".py") if suffix is None else (suffix,)
+    if not set(suffixes) <= {".yaml", ".py"}:
+        raise ValueError(f"suffix must be '.yaml', '.py' or None, got {suffix!r}.")
     found = []
     for folder, _, files in os.walk(_CONFIG_ROOT):
         for name in files:
-            if name.endswith(".yaml"):
+            if name.endswith(suffixes):
                 rel = os.path.relpath(os.path.join(folder, name), _CONFIG_ROOT)
                 found.append(rel.replace(os.sep, "/"))
     return sorted(found)
@@ -133,11 +196,12 @@ def _close_names(name: str, known: List[str]) -> str:
 
 
 def get_config_file(config_path: str) -> str:
-    """Returns the absolute path of a shipped model-zoo YAML file.
+    """Returns the absolute path of a shipped model-zoo config file (``.yaml`` or ``.py``).
 
     Args:
         config_path: Path relative to detectron2's ``configs/`` folder, e.g.
-            ``"COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"``.
+            ``"COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"``, or ``"ViTDet/..."`` /
+            ``"MViTv2/..."`` for those projects' configs (see the module docstring).
 
     Raises:
         RuntimeError: No such file ships with workbench; the message lists the closest names.
@@ -157,7 +221,7 @@ def get_checkpoint_url(config_path: str) -> str:
     model workbench trained itself (``Shapes/...``), the path of its packaged weight file.
 
     Args:
-        config_path: As for :func:`get_config_file`; the ``.yaml`` suffix is optional.
+        config_path: As for :func:`get_config_file`; the ``.yaml`` / ``.py`` suffix is optional.
 
     Returns:
         ``https://dl.fbaipublicfiles.com/detectron2/<config path without .yaml>/<model id>/
@@ -170,9 +234,7 @@ def get_checkpoint_url(config_path: str) -> str:
     embedded = embedded_weights_path(config_path)
     if embedded is not None:
         return embedded
-    name = config_path.replace("\\", "/")
-    if name.endswith(".yaml"):
-        name = name[: -len(".yaml")]
+    name = _name_without_suffix(config_path)
     suffix = _CHECKPOINT_SUFFIX.get(name)
     if suffix is None:
         raise RuntimeError(
@@ -182,18 +244,39 @@ def get_checkpoint_url(config_path: str) -> str:
     return f"{_URL_PREFIX}{name}/{suffix}"
 
 
-def get_config(config_path: str, trained: bool = False) -> CfgNode:
-    """Returns the full config of a model-zoo entry: ``get_cfg()`` with the YAML merged in.
+def get_config(config_path: str, trained: bool = False) -> Union[CfgNode, "DictConfig"]:
+    """Returns the config of a model-zoo entry.
+
+    For a ``.yaml`` file: ``get_cfg()`` with the YAML merged in (a ``CfgNode``). For a ``.py``
+    file: the LazyConfig it defines (an omegaconf ``DictConfig`` with ``model``, ``train``,
+    ``dataloader``, ... as the file sets them); loading it runs the shipped file.
 
     Args:
         config_path: As for :func:`get_config_file`.
-        trained: If True, ``MODEL.WEIGHTS`` is the URL of the COCO-trained checkpoint (the
-            packaged file for workbench's own ``Shapes/`` models). If
-            False it stays as the YAML sets it: usually ImageNet weights for the backbone only
+        trained: If True, the weights to load are the COCO-trained checkpoint's URL (the
+            packaged file for workbench's own ``Shapes/`` models): ``MODEL.WEIGHTS`` for YAML
+            configs, ``train.init_checkpoint`` for ``.py`` ones. If False they stay as the file
+            sets them: usually ImageNet weights for the backbone only
             (``detectron2://ImageNetPretrained/...``), the heads being randomly initialised.
+
+    Raises:
+        RuntimeError: Unknown config, or ``trained=True`` and no trained weights are known for
+            it, or (``.py``) the config has no ``train.init_checkpoint`` to set.
     """
+    config_file = get_config_file(config_path)
+    if config_file.endswith(".py"):
+        lazy_cfg = LazyConfig.load(config_file)
+        if trained:
+            url = get_checkpoint_url(config_path)
+            if "train" not in lazy_cfg or "init_checkpoint" not in lazy_cfg.train:
+                raise RuntimeError(
+                    f"{config_path!r} defines no train.init_checkpoint to set the trained "
+                    f"weights {url} into."
+                )
+            lazy_cfg.train.init_checkpoint = url
+        return lazy_cfg
     cfg = get_cfg()
-    cfg.merge_from_file(get_config_file(config_path))
+    cfg.merge_from_file(config_file)
     if trained:
         cfg.MODEL.WEIGHTS = get_checkpoint_url(config_path)
     return cfg
@@ -201,6 +284,9 @@ def get_config(config_path: str, trained: bool = False) -> CfgNode:
 
 def get(config_path: str, trained: bool = False, device: Optional[str] = None) -> "torch.nn.Module":
     """Builds a model-zoo model and loads its weights.
+
+    For a ``.py`` config the model is ``instantiate(cfg.model)``, moved to ``device``, with
+    ``cfg.train.init_checkpoint`` loaded when the config sets one (as in detectron2).
 
     Args:
         config_path: As for :func:`get_config_file`.
@@ -223,6 +309,16 @@ def get(config_path: str, trained: bool = False, device: Optional[str] = None) -
     cfg = get_config(config_path, trained)
     if device is None and not torch.cuda.is_available():
         device = "cpu"
+    if not isinstance(cfg, CfgNode):
+        from workbench.config import instantiate
+
+        model = instantiate(cfg.model)
+        if device is not None:
+            model = model.to(device)
+        checkpoint = cfg.train.get("init_checkpoint") if "train" in cfg else None
+        if checkpoint:
+            DetectionCheckpointer(model).load(checkpoint)
+        return model
     if device is not None:
         cfg.MODEL.DEVICE = device
     model = build_model(cfg)

@@ -126,6 +126,7 @@ def get_default_optimizer_params(model: torch.nn.Module, base_lr: Optional[float
                                  weight_decay_norm: Optional[float] = None,
                                  bias_lr_factor: Optional[float] = 1.0,
                                  weight_decay_bias: Optional[float] = None,
+                                 lr_factor_func: Optional[Callable[[str], float]] = None,
                                  overrides: Optional[Dict[str, Dict[str, float]]] = None) -> List[Dict[str, Any]]:
     """Parameter groups for an optimizer, with detectron2's per-parameter hyper-parameters.
 
@@ -137,6 +138,9 @@ def get_default_optimizer_params(model: torch.nn.Module, base_lr: Optional[float
         weight_decay_norm: Weight decay of normalisation layers' parameters.
         bias_lr_factor: LR of parameters named "bias" is ``base_lr * bias_lr_factor``.
         weight_decay_bias: Weight decay of parameters named "bias".
+        lr_factor_func: maps a parameter's full name ("backbone.net.blocks.3.attn.qkv.weight")
+            to a factor on its LR (ViTDet's layer-wise decay, ``get_vit_lr_decay_rate``);
+            requires ``base_lr``.
         overrides: ``{param name (last component, e.g. "bias"): {hyper-parameter: value}}``.
 
     Returns:
@@ -160,9 +164,12 @@ def get_default_optimizer_params(model: torch.nn.Module, base_lr: Optional[float
             raise ValueError("Conflicting overrides for 'bias'")
         overrides["bias"] = bias_overrides
 
+    if lr_factor_func is not None and base_lr is None:
+        raise ValueError("get_default_optimizer_params: lr_factor_func requires base_lr")
+
     params: List[Dict[str, Any]] = []
     memo: Set[torch.nn.parameter.Parameter] = set()
-    for module in model.modules():
+    for module_name, module in model.named_modules():
         for module_param_name, value in module.named_parameters(recurse=False):
             if not value.requires_grad or value in memo:
                 continue
@@ -170,6 +177,8 @@ def get_default_optimizer_params(model: torch.nn.Module, base_lr: Optional[float
             hyperparams = copy.copy(defaults)
             if isinstance(module, _NORM_MODULE_TYPES) and weight_decay_norm is not None:
                 hyperparams["weight_decay"] = weight_decay_norm
+            if lr_factor_func is not None:
+                hyperparams["lr"] *= lr_factor_func(f"{module_name}.{module_param_name}")
             hyperparams.update(overrides.get(module_param_name, {}))
             params.append({"params": [value], **hyperparams})
     return reduce_param_groups(params)

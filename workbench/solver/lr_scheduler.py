@@ -81,13 +81,22 @@ class MultiStepParamScheduler(ParamScheduler):
         if milestones is None:
             step_width = math.ceil(num_updates / float(len(values)))
             milestones = [step_width * (i + 1) for i in range(len(values) - 1)]
-        elif len(milestones) != len(values) - 1:
-            raise ValueError(
-                f"MultiStepParamScheduler expects len(values) = len(milestones) + 1, got "
-                f"{len(values)} values and {len(milestones)} milestones."
-            )
-        if num_updates is None:
-            num_updates = milestones[-1] + 1 if milestones else 1
+        else:
+            # fvcore's rule: without num_updates, the last milestone is the total number of
+            # updates, so there are as many milestones as values (detectron2's coco_schedule.py
+            # writes values=[1.0, 0.1, 0.01], milestones=[60000, 80000, 90000]).
+            expected = len(values) - (1 if num_updates is not None else 0)
+            if len(milestones) != expected:
+                raise ValueError(
+                    f"MultiStepParamScheduler expects {expected} milestones for {len(values)} "
+                    f"values ({'with' if num_updates is not None else 'without'} num_updates), "
+                    f"got {len(milestones)}: {list(milestones)}."
+                )
+            if num_updates is None:
+                num_updates, milestones = milestones[-1], list(milestones[:-1])
+        if num_updates < len(values):
+            raise ValueError(f"MultiStepParamScheduler: num_updates={num_updates} is smaller than "
+                             f"the number of values ({len(values)}).")
         self._param_schedule = list(values)
         self._num_updates = num_updates
         self._milestones = list(milestones)
