@@ -13,7 +13,7 @@ import torch
 
 from workbench.model_zoo import get_config
 from workbench.modeling import META_ARCH_REGISTRY, ROI_HEADS_REGISTRY, build_model
-from workbench.structures import Boxes, Instances, Keypoints, PolygonMasks
+from workbench.structures import Boxes, Instances, Keypoints, PolygonMasks, RotatedBoxes
 from workbench.utils.events import EventStorage
 
 SMALL = [
@@ -41,6 +41,14 @@ TINY = {
     "cascade": ("Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml", []),
     "semantic": ("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml",
                  ["MODEL.META_ARCHITECTURE", "SemanticSegmentor"]),
+    # Rotated Faster R-CNN (RRPN + RROIHeads); make_inputs gives it RotatedBoxes ground truth.
+    "rotated_faster_rcnn": ("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", [
+        "MODEL.PROPOSAL_GENERATOR.NAME", "RRPN", "MODEL.ANCHOR_GENERATOR.NAME",
+        "RotatedAnchorGenerator", "MODEL.RPN.BBOX_REG_WEIGHTS", (1.0, 1.0, 1.0, 1.0, 1.0),
+        "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200, "MODEL.RPN.PRE_NMS_TOPK_TEST", 100,
+        "MODEL.ROI_HEADS.NAME", "RROIHeads", "MODEL.ROI_BOX_HEAD.POOLER_TYPE", "ROIAlignRotated",
+        "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", 2,
+        "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS", (10.0, 10.0, 5.0, 5.0, 1.0)]),
 }
 
 
@@ -73,6 +81,10 @@ def make_inputs(cfg, with_gt=True, empty_gt=False):
                 kp[i, :, 1] = torch.linspace(b[1] + 2, b[3] - 2, k)
                 kp[i, :, 2] = 2
             inst.gt_keypoints = Keypoints(kp)
+            if cfg.MODEL.PROPOSAL_GENERATOR.NAME == "RRPN":  # (xc, yc, w, h, angle) boxes
+                xywha = torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2],
+                                   torch.tensor([30.0, -60.0])[: len(boxes), None]], dim=1)
+                inst = Instances((h, w), gt_boxes=RotatedBoxes(xywha), gt_classes=inst.gt_classes)
             d["instances"] = inst
             d["sem_seg"] = torch.randint(0, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, (h, w), generator=g)
         batch.append(d)

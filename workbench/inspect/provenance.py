@@ -315,7 +315,7 @@ def _dense(tr: "Trace", image: int, prov: Provenance) -> Provenance:
             y, x = prov.anchor_yxa[sel, 0], prov.anchor_yxa[sel, 1]
             emb[sel] = d.head_features[lvl][image][:, y, x].T  # (C, M) -> (M, C)
     prov.embeddings = emb
-    prov.probs = d.scores_of(prov.logits)
+    prov.probs = d.scores_at(image, prov.level, prov.anchor_index)  # what the selection ranked
     return prov
 
 

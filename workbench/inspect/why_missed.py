@@ -215,7 +215,7 @@ def _dense(tr: "Trace", w: WhyMissed, gtb: Boxes, t: float) -> WhyMissed:
         return w
     best = max(range(len(w.anchors)), key=lambda i: w.anchors[i]["iou"])
     a = w.anchors[best]
-    w.class_scores = d.scores_of(d.logits[best][image][a["anchor"]])
+    w.class_scores = d.scores_at(image, best, a["anchor"])
     w.scores_have_background = False
     s = float(w.class_scores[cls])
     if a["iou"] < t:

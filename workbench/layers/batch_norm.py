@@ -12,6 +12,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
+from .layer_norm import LayerNorm
+
 __all__ = ["FrozenBatchNorm2d", "get_norm", "NaiveSyncBatchNorm"]
 
 
@@ -107,27 +109,55 @@ class NaiveSyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose batch statistics are averaged over all processes with all_reduce.
 
     Unlike ``nn.SyncBatchNorm`` it also works when there is only one process (it is then a
-    plain BatchNorm2d) and on CPU with the gloo backend.
+    plain BatchNorm2d) and on CPU with the gloo backend. The reduction is differentiable
+    (``torch.distributed.nn.functional.all_reduce``), so every process's gradient sees the
+    statistics' dependence on the others' inputs.
+
+    Args:
+        stats_mode: "" (every process's statistics weigh the same; each must have a non-empty
+            batch) or "N" (weighted by each process's batch size, so empty batches are allowed:
+            detectron2's new baselines use it).
     """
+
+    def __init__(self, *args, stats_mode: str = "", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if stats_mode not in ("", "N"):
+            raise ValueError(f"NaiveSyncBatchNorm: stats_mode must be '' or 'N', got {stats_mode!r}.")
+        self._stats_mode = stats_mode
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 \
                 or not self.training:
             return super().forward(input)
-        C = input.shape[1]
-        # (N, C, H, W) -> per-channel mean and mean of squares, stacked: (2C,)
+        from torch.distributed.nn.functional import all_reduce
+
+        B, C = input.shape[0], input.shape[1]
+        # (N, C, H, W) -> per-channel mean and mean of squares: (C,) each
         mean = torch.mean(input, dim=[0, 2, 3])
         meansqr = torch.mean(input * input, dim=[0, 2, 3])
-        vec = torch.cat([mean, meansqr], dim=0)
-        vec = vec / dist.get_world_size()
-        dist.all_reduce(vec)
-        mean, meansqr = torch.split(vec, C)
+        if self._stats_mode == "":
+            if B == 0:
+                raise ValueError('NaiveSyncBatchNorm(stats_mode="") got an empty batch; use '
+                                 'stats_mode="N" to allow processes with no images.')
+            vec = all_reduce(torch.cat([mean, meansqr], dim=0)) * (1.0 / dist.get_world_size())
+            mean, meansqr = torch.split(vec, C)
+            momentum = self.momentum
+        else:
+            if B == 0:  # zeros that still depend on the input, so backward reaches it
+                vec = torch.zeros(2 * C + 1, device=input.device, dtype=input.dtype) + input.sum()
+            else:
+                one = torch.ones(1, device=input.device, dtype=input.dtype)
+                vec = torch.cat([mean, meansqr, one], dim=0)
+            vec = all_reduce(vec * B)  # (2C + 1,): sums of B * stats, and the total batch
+            total = vec[-1].detach()
+            momentum = total.clamp(max=1) * self.momentum  # no running update if nobody had images
+            mean, meansqr, _ = torch.split(vec / total.clamp(min=1), C)
         var = meansqr - mean * mean
-        self.running_mean += self.momentum * (mean.detach() - self.running_mean)
-        self.running_var += self.momentum * (var.detach() - self.running_var)
         invstd = torch.rsqrt(var + self.eps)
         scale = self.weight * invstd
         shift = self.bias - mean * scale
+        self.running_mean += momentum * (mean.detach() - self.running_mean)
+        self.running_var += momentum * (var.detach() - self.running_var)
         return input * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
 
 
@@ -138,7 +168,7 @@ _NORMS: dict = {
     "GN": lambda channels: nn.GroupNorm(32, channels),
     "nnSyncBN": nn.SyncBatchNorm,
     "naiveSyncBN": NaiveSyncBatchNorm,
-    "LN": lambda channels: nn.GroupNorm(1, channels),
+    "LN": lambda channels: LayerNorm(channels),  # over channels at each position, as detectron2
 }
 
 
@@ -147,7 +177,7 @@ def get_norm(norm: Union[str, Callable, None], out_channels: int) -> nn.Module |
 
     Args:
         norm: one of "BN", "SyncBN", "FrozenBN", "GN" (32 groups), "nnSyncBN", "naiveSyncBN",
-            "LN", "" / None (no norm, returns None), or a callable taking the channel count.
+            "LN" (channels-first :class:`LayerNorm`), "" / None (no norm, returns None), or a callable taking the channel count.
     """
     if norm is None:
         return None

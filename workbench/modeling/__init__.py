@@ -7,6 +7,7 @@ before any ``build_*`` call: a name is never missing because a file was not impo
 from workbench.layers import ShapeSpec
 
 from .anchor_generator import ANCHOR_GENERATOR_REGISTRY, DefaultAnchorGenerator, build_anchor_generator
+from .anchor_generator import RotatedAnchorGenerator
 from .backbone import (
     BACKBONE_REGISTRY,
     FPN,
@@ -19,11 +20,14 @@ from .backbone import (
     build_resnet_fpn_backbone,
     build_retinanet_resnet_fpn_backbone,
 )
-from .box_regression import Box2BoxTransform
+from .backbone import MViT, SimpleFeaturePyramid, ViT, get_vit_lr_decay_rate
+from .backbone import SwinTransformer
+from .box_regression import Box2BoxTransform, Box2BoxTransformRotated
 from .matcher import Matcher
 from .meta_arch import (
     META_ARCH_REGISTRY,
     SEM_SEG_HEADS_REGISTRY,
+    FCOS,
     GeneralizedRCNN,
     PanopticFPN,
     ProposalNetwork,
@@ -64,5 +68,9 @@ from .roi_heads import (
     build_mask_head,
     build_roi_heads,
 )
+
+# Rotated boxes (RRPN, Rotated Fast R-CNN): imported here so that their names are registered.
+from .proposal_generator.rrpn import RRPN
+from .roi_heads.rotated_fast_rcnn import RotatedFastRCNNOutputLayers, RROIHeads
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]

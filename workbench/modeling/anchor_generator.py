@@ -22,13 +22,14 @@ from torch import nn
 
 from workbench.config import configurable
 from workbench.layers import ShapeSpec
-from workbench.structures import Boxes
+from workbench.structures import Boxes, RotatedBoxes
 from workbench.utils.registry import Registry
 
 __all__ = [
     "ANCHOR_GENERATOR_REGISTRY",
     "BufferList",
     "DefaultAnchorGenerator",
+    "RotatedAnchorGenerator",
     "build_anchor_generator",
 ]
 
@@ -120,6 +121,8 @@ class DefaultAnchorGenerator(nn.Module):
 
     box_dim: int = 4
     """Number of coordinates of one anchor box."""
+    box_type = Boxes
+    """The structure ``forward`` returns the anchors of a level in."""
 
     @configurable
     def __init__(self, *, sizes: Union[Sequence[float], Sequence[Sequence[float]]],
@@ -184,7 +187,7 @@ class DefaultAnchorGenerator(nn.Module):
             device: where to create the anchors; defaults to the device of the cell anchors.
 
         Returns:
-            L tensors, the i-th of shape (Hi*Wi*A, 4), XYXY absolute pixels.
+            L tensors, the i-th of shape (Hi*Wi*A, B), XYXY (B = 4) absolute pixels.
         """
         anchors = []
         for size, stride, base_anchors in zip(grid_sizes, self.strides, self.cell_anchors):
@@ -192,10 +195,15 @@ class DefaultAnchorGenerator(nn.Module):
                 base_anchors = base_anchors.to(device)
             shift_x, shift_y = _create_grid_offsets(size, stride, self.offset,
                                                     base_anchors.device)
-            shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)  # (Hi*Wi, 4)
-            # (Hi*Wi, 1, 4) + (1, A, 4) -> (Hi*Wi, A, 4) -> (Hi*Wi*A, 4)
-            anchors.append((shifts.view(-1, 1, 4) + base_anchors.view(1, -1, 4)).reshape(-1, 4))
+            shifts = self._location_shifts(shift_x, shift_y)  # (Hi*Wi, B)
+            B = self.box_dim
+            # (Hi*Wi, 1, B) + (1, A, B) -> (Hi*Wi, A, B) -> (Hi*Wi*A, B)
+            anchors.append((shifts.view(-1, 1, B) + base_anchors.view(1, -1, B)).reshape(-1, B))
         return anchors
+
+    def _location_shifts(self, shift_x: torch.Tensor, shift_y: torch.Tensor) -> torch.Tensor:
+        """(Hi*Wi, B): what moves a cell anchor to each location (both corners move)."""
+        return torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
 
     def generate_cell_anchors(self, sizes: Sequence[float] = (32, 64, 128, 256, 512),
                               aspect_ratios: Sequence[float] = (0.5, 1, 2)) -> torch.Tensor:
@@ -236,7 +244,67 @@ class DefaultAnchorGenerator(nn.Module):
         grid_sizes = [feature_map.shape[-2:] for feature_map in features]
         device = features[0].device if len(features) > 0 else None
         anchors_over_all_feature_maps = self._grid_anchors(grid_sizes, device=device)
-        return [Boxes(x) for x in anchors_over_all_feature_maps]
+        return [self.box_type(x) for x in anchors_over_all_feature_maps]
+
+
+@ANCHOR_GENERATOR_REGISTRY.register()
+class RotatedAnchorGenerator(DefaultAnchorGenerator):
+    """Rotated anchors of several sizes, aspect ratios and angles at every location (RRPN, Ma et
+    al. 2018, "Arbitrary-Oriented Scene Text Detection via Rotation Proposals").
+
+    Anchors are (Hi*Wi*A, 5) rows (xc, yc, w, h, angle in degrees ccw), ordered like
+    :class:`DefaultAnchorGenerator`'s (location-major); the A cell anchors of a location are
+    ordered size-major, then aspect ratio, then angle.
+    """
+
+    box_dim: int = 5
+    box_type = RotatedBoxes
+
+    @configurable
+    def __init__(self, *, sizes: Union[Sequence[float], Sequence[Sequence[float]]],
+                 aspect_ratios: Union[Sequence[float], Sequence[Sequence[float]]],
+                 strides: Sequence[int],
+                 angles: Union[Sequence[float], Sequence[Sequence[float]]],
+                 offset: float = 0.5) -> None:
+        """
+        Args:
+            sizes, aspect_ratios, strides, offset: as for :class:`DefaultAnchorGenerator`.
+            angles: anchor angles in degrees counter-clockwise; one list per level or a single
+                list for every level (the broadcasting rule of ``sizes``).
+        """
+        super().__init__(sizes=sizes, aspect_ratios=aspect_ratios, strides=strides, offset=offset)
+        sizes = _broadcast_params(sizes, self.num_features, "sizes")
+        aspect_ratios = _broadcast_params(aspect_ratios, self.num_features, "aspect_ratios")
+        angles = _broadcast_params(angles, self.num_features, "angles")
+        self.cell_anchors = BufferList([  # the upright parent's cell anchors, with angles
+            self.generate_cell_anchors(s, a, t).float()
+            for s, a, t in zip(sizes, aspect_ratios, angles)
+        ])
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: List[ShapeSpec]) -> dict:
+        return {**super().from_config(cfg, input_shape),
+                "angles": cfg.MODEL.ANCHOR_GENERATOR.ANGLES}
+
+    def _location_shifts(self, shift_x: torch.Tensor, shift_y: torch.Tensor) -> torch.Tensor:
+        """(Hi*Wi, 5): only the centre moves."""
+        zeros = torch.zeros_like(shift_x)
+        return torch.stack((shift_x, shift_y, zeros, zeros, zeros), dim=1)
+
+    def generate_cell_anchors(self, sizes: Sequence[float] = (32, 64, 128, 256, 512),
+                              aspect_ratios: Sequence[float] = (0.5, 1, 2),
+                              angles: Sequence[float] = (-90, -60, -30, 0, 30, 60, 90)
+                              ) -> torch.Tensor:
+        """The anchors of one location, centred at (0, 0): (sizes * ratios * angles, 5) rows
+        (0, 0, w, h, angle) with w * h = size^2 and h / w = ratio."""
+        anchors = []
+        for size in sizes:
+            area = size ** 2.0
+            for aspect_ratio in aspect_ratios:
+                w = math.sqrt(area / aspect_ratio)
+                h = aspect_ratio * w
+                anchors.extend([0, 0, w, h, a] for a in angles)
+        return torch.tensor(anchors)
 
 
 def build_anchor_generator(cfg, input_shape: List[ShapeSpec]) -> nn.Module:

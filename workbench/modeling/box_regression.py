@@ -20,7 +20,8 @@ from torch.nn import functional as F
 from workbench.layers import cat, ciou_loss, diou_loss, giou_loss, smooth_l1_loss
 from workbench.structures import Boxes
 
-__all__ = ["Box2BoxTransform", "Box2BoxTransformLinear", "_dense_box_regression_loss"]
+__all__ = ["Box2BoxTransform", "Box2BoxTransformRotated", "Box2BoxTransformLinear",
+           "_dense_box_regression_loss"]
 
 # Clamp for predicted dw and dh: no larger than what turns a 16 px box into a 1000 px box
 # (a small anchor and a typical image size), so that exp() cannot overflow.
@@ -147,6 +148,80 @@ class Box2BoxTransform:
         y2 = pred_ctr_y + 0.5 * pred_h
         pred_boxes = torch.stack((x1, y1, x2, y2), dim=-1)  # 4 x (N, k) -> (N, k, 4)
         return pred_boxes.reshape(deltas.shape)  # (N, k, 4) -> (N, k*4)
+
+
+class Box2BoxTransformRotated:
+    """The Rotated R-CNN parameterisation by 5 deltas (dx, dy, dw, dh, da) of (xc, yc, w, h, a).
+
+    Like :class:`Box2BoxTransform` for the centre and size (boxes here are (N, 5) rows
+    (xc, yc, w, h, angle)); the angle delta is the angle difference wrapped into [-180, 180)
+    degrees and expressed in radians (as the original RRPN), so that a 1-radian change weighs
+    like a 1-box-width shift. Decoded angles are wrapped into [-180, 180) degrees.
+    """
+
+    def __init__(self, weights: Tuple[float, float, float, float, float],
+                 scale_clamp: float = _DEFAULT_SCALE_CLAMP) -> None:
+        """
+        Args:
+            weights: multipliers of (dx, dy, dw, dh, da) in the regression targets, e.g.
+                (1, 1, 1, 1, 1) for RRPN and (10, 10, 5, 5, 1) for rotated Fast R-CNN heads.
+            scale_clamp: upper bound applied to dw and dh (after the weights) when decoding.
+        """
+        if len(weights) != 5:
+            raise ValueError(f"Box2BoxTransformRotated needs 5 weights (wx, wy, ww, wh, wa), got "
+                             f"{weights}.")
+        self.weights = tuple(weights)
+        self.scale_clamp = scale_clamp
+
+    def get_deltas(self, src_boxes: torch.Tensor, target_boxes: torch.Tensor) -> torch.Tensor:
+        """Deltas (N, 5) that turn ``src_boxes`` (N, 5) into ``target_boxes`` (N, 5).
+
+        ``apply_deltas(get_deltas(src, target), src)`` gives ``target`` up to rounding and up to
+        the angle's wrapping into [-180, 180), unless a dw/dh exceeds ``scale_clamp``.
+        """
+        _check_boxes(src_boxes, "src_boxes", 5)
+        _check_boxes(target_boxes, "target_boxes", 5)
+        src_ctr_x, src_ctr_y, src_widths, src_heights, src_angles = torch.unbind(src_boxes, dim=1)
+        tgt_ctr_x, tgt_ctr_y, tgt_widths, tgt_heights, tgt_angles = torch.unbind(target_boxes,
+                                                                                 dim=1)
+        wx, wy, ww, wh, wa = self.weights
+        dx = wx * (tgt_ctr_x - src_ctr_x) / src_widths
+        dy = wy * (tgt_ctr_y - src_ctr_y) / src_heights
+        dw = ww * torch.log(tgt_widths / src_widths)
+        dh = wh * torch.log(tgt_heights / src_heights)
+        da = (tgt_angles - src_angles + 180.0) % 360.0 - 180.0  # degrees, in [-180, 180)
+        da = da * (wa * math.pi / 180.0)  # -> weighted radians
+        if not (src_widths > 0).all().item():
+            raise ValueError("Box2BoxTransformRotated.get_deltas: src_boxes must have positive "
+                             "width.")
+        return torch.stack((dx, dy, dw, dh, da), dim=1)  # 5 x (N,) -> (N, 5)
+
+    def apply_deltas(self, deltas: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Decode ``deltas`` (N, k*5) relative to ``boxes`` (N, 5); returns (N, k*5) boxes.
+
+        Columns 5j..5j+4 of ``deltas`` are the j-th (dx, dy, dw, dh, da) of each box (e.g. one
+        per class). Computed in the dtype of ``deltas``, as detectron2 does.
+        """
+        if deltas.dim() != 2 or deltas.shape[1] % 5 != 0:
+            raise ValueError(f"Expected deltas of shape (N, k*5), got {tuple(deltas.shape)}.")
+        _check_boxes(boxes, "boxes", 5)
+        if boxes.shape[0] != deltas.shape[0]:
+            raise ValueError(f"Expected as many boxes as rows of deltas, got boxes "
+                             f"{tuple(boxes.shape)} and deltas {tuple(deltas.shape)}.")
+        boxes = boxes.to(deltas.dtype)
+        ctr_x, ctr_y, widths, heights, angles = (boxes[:, i:i + 1] for i in range(5))  # (N, 1)
+        wx, wy, ww, wh, wa = self.weights
+        dx = deltas[:, 0::5] / wx  # (N, k)
+        dy = deltas[:, 1::5] / wy
+        dw = torch.clamp(deltas[:, 2::5] / ww, max=self.scale_clamp)  # keep exp() finite
+        dh = torch.clamp(deltas[:, 3::5] / wh, max=self.scale_clamp)
+        da = deltas[:, 4::5] / wa
+
+        pred_angle = da * 180.0 / math.pi + angles
+        pred_angle = (pred_angle + 180.0) % 360.0 - 180.0  # into [-180, 180)
+        pred = torch.stack((dx * widths + ctr_x, dy * heights + ctr_y, torch.exp(dw) * widths,
+                            torch.exp(dh) * heights, pred_angle), dim=-1)  # (N, k, 5)
+        return pred.reshape(deltas.shape)  # (N, k, 5) -> (N, k*5)
 
 
 class Box2BoxTransformLinear:

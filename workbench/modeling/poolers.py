@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torchvision.ops import RoIPool
 
-from workbench.layers import ROIAlign, cat, nonzero_tuple
+from workbench.layers import ROIAlign, ROIAlignRotated, cat, nonzero_tuple
 from workbench.structures import Boxes
 from workbench.utils import perf
 
@@ -93,7 +93,8 @@ class ROIPooler(nn.Module):
         sampling_ratio: samples per bin along each axis for the ROIAlign ops (0: adaptive).
             Ignored by "ROIPool".
         pooler_type: "ROIAlign" (the original Mask R-CNN op, no half-pixel shift),
-            "ROIAlignV2" (``aligned=True``) or "ROIPool" (max pooling, quantised bins).
+            "ROIAlignV2" (``aligned=True``), "ROIPool" (max pooling, quantised bins) or
+            "ROIAlignRotated" (``RotatedBoxes``, see ``workbench.layers.ROIAlignRotated``).
         canonical_box_size: box side sqrt(area), in pixels, pooled from ``canonical_level``;
             224 (the ImageNet crop) in the FPN paper.
         canonical_level: level (log2 stride) a canonically sized box is pooled from; 4
@@ -130,11 +131,16 @@ class ROIPooler(nn.Module):
                                 aligned=True) for s in scales]
         elif pooler_type == "ROIPool":
             poolers = [RoIPool(output_size, spatial_scale=s) for s in scales]
+        elif pooler_type == "ROIAlignRotated":
+            # Rotated boxes (RotatedBoxes): rows (batch index, xc, yc, w, h, angle).
+            poolers = [ROIAlignRotated(output_size, spatial_scale=s, sampling_ratio=sampling_ratio)
+                       for s in scales]
         else:
             raise ValueError(
-                f"Unknown pooler_type {pooler_type!r}; expected 'ROIAlign', 'ROIAlignV2' or "
-                "'ROIPool'."
+                f"Unknown pooler_type {pooler_type!r}; expected 'ROIAlign', 'ROIAlignV2', "
+                "'ROIPool' or 'ROIAlignRotated'."
             )
+        self.pooler_type = pooler_type
         self.level_poolers = nn.ModuleList(poolers)
 
         # Level = log2(stride); scales are 1 / stride.
@@ -180,7 +186,12 @@ class ROIPooler(nn.Module):
         if len(box_lists) == 0:
             return x[0].new_zeros((0, num_channels) + self.output_size)
 
-        pooler_fmt_boxes = convert_boxes_to_pooler_format(box_lists)  # (R, 5)
+        pooler_fmt_boxes = convert_boxes_to_pooler_format(box_lists)  # (R, 5); (R, 6) rotated
+        want = 6 if self.pooler_type == "ROIAlignRotated" else 5
+        if pooler_fmt_boxes.shape[1] != want:
+            raise ValueError(f"ROIPooler({self.pooler_type!r}) needs boxes of {want - 1} columns "
+                             f"({'RotatedBoxes' if want == 6 else 'Boxes'}), got "
+                             f"{pooler_fmt_boxes.shape[1] - 1}.")
         fast = perf.get_inference_options().fast_pooler and not (
             torch.is_grad_enabled() and any(t.requires_grad for t in x))
         if num_levels == 1:

@@ -26,6 +26,8 @@ from .masks import (
     polygons_to_bitmask,
     rasterize_polygons_within_box,
 )
+from .rotated_boxes import RotatedBoxes
+from .rotated_boxes import pairwise_iou as pairwise_iou_rotated
 
 __all__ = [
     "Boxes",
@@ -47,4 +49,6 @@ __all__ = [
     "polygons_to_bitmask",
     "rasterize_polygons_within_box",
     "paste_masks_in_image",
+    "RotatedBoxes",
+    "pairwise_iou_rotated",
 ]

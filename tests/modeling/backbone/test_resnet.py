@@ -227,9 +227,13 @@ def test_cfg_checks():
     cfg = tiny_cfg(50, out_features=["res6"])
     with pytest.raises(ValueError, match="res6"):
         build(cfg)
-    cfg = tiny_cfg(50)
+    cfg = tiny_cfg(18)
     cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, True, True, True]
-    with pytest.raises(NotImplementedError, match="deformable"):
+    with pytest.raises(ValueError, match="DEFORM_ON_PER_STAGE"):
+        build(cfg)
+    cfg = tiny_cfg(50)
+    cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, True, True]
+    with pytest.raises(ValueError, match="one entry per stage"):
         build(cfg)
 
 

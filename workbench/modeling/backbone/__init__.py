@@ -3,6 +3,10 @@
 from .build import BACKBONE_REGISTRY, build_backbone  # noqa: I001  (registry first)
 
 from .backbone import Backbone
+from .regnet import RegNet
+from .swin import SwinTransformer
+from .mvit import MViT
+from .vit import SimpleFeaturePyramid, ViT, get_vit_lr_decay_rate
 from .fpn import (
     FPN,
     LastLevelMaxPool,

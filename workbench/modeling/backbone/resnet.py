@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from workbench.layers import Conv2d, ShapeSpec, get_norm
+from workbench.layers import Conv2d, DeformConv, ModulatedDeformConv, ShapeSpec, get_norm
 from workbench.layers.blocks import CNNBlockBase
 from workbench.layers.weight_init import c2_msra_fill
 from workbench.utils import perf
@@ -35,6 +35,7 @@ __all__ = [
     "ResNetBlockBase",
     "BasicBlock",
     "BottleneckBlock",
+    "DeformBottleneckBlock",
     "BasicStem",
     "ResNet",
     "make_stage",
@@ -142,6 +143,81 @@ class BottleneckBlock(CNNBlockBase):
         return F.relu_(out)
 
 
+class DeformBottleneckBlock(CNNBlockBase):
+    """:class:`BottleneckBlock` whose 3x3 conv is deformable (Dai et al. 2017; v2 if modulated).
+
+    A plain 3x3 conv ``conv2_offset`` (same stride and dilation as ``conv2``) predicts, per
+    deformable group, 2 offsets (dy, dx) for each of the 9 taps, plus 9 mask logits if
+    modulated: 18 * G or 27 * G channels, G = ``deform_num_groups``. It starts at zero (weights
+    and bias), so a fresh block samples the regular 3x3 grid and computes what a
+    :class:`BottleneckBlock` would, its 3x3 conv scaled by the mask sigmoid(0) = 1/2 when
+    modulated. Channel layout, as in detectron2::
+
+        conv2_offset(x)   (N, 27 G, Ho, Wo) --chunk(3)--> a, b, m  (each 9 G channels)
+        offset = cat(a, b)  (N, 18 G, Ho, Wo)  see workbench.layers.deform_conv
+        mask = sigmoid(m)   (N, 9 G, Ho, Wo)
+
+    Args:
+        in_channels, out_channels, bottleneck_channels, stride, num_groups, norm,
+        stride_in_1x1, dilation: as for :class:`BottleneckBlock`.
+        deform_modulated: use :class:`ModulatedDeformConv` (DCN v2) instead of
+            :class:`DeformConv`.
+        deform_num_groups: deformable groups of ``conv2`` (channel groups with their own
+            offsets); must divide ``bottleneck_channels``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, bottleneck_channels: int,
+                 stride: int = 1, num_groups: int = 1, norm: NormSpec = "BN",
+                 stride_in_1x1: bool = False, dilation: int = 1,
+                 deform_modulated: bool = False, deform_num_groups: int = 1) -> None:
+        super().__init__(in_channels, out_channels, stride)
+        self.deform_modulated = deform_modulated
+        # Modules are created in detectron2's order (shortcut, conv1, conv2_offset, conv2,
+        # conv3) so that a seeded build draws the same random numbers.
+        if in_channels != out_channels:
+            self.shortcut = Conv2d(in_channels, out_channels, kernel_size=1, stride=stride,
+                                   bias=False, norm=get_norm(norm, out_channels))
+        else:
+            self.shortcut = None
+
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = Conv2d(in_channels, bottleneck_channels, kernel_size=1, stride=stride_1x1,
+                            bias=False, norm=get_norm(norm, bottleneck_channels))
+        deform_op = ModulatedDeformConv if deform_modulated else DeformConv
+        per_group = 27 if deform_modulated else 18  # (2 offsets [+ 1 mask]) x 3 x 3 taps
+        self.conv2_offset = Conv2d(bottleneck_channels, per_group * deform_num_groups,
+                                   kernel_size=3, stride=stride_3x3, padding=dilation,
+                                   dilation=dilation)
+        self.conv2 = deform_op(bottleneck_channels, bottleneck_channels, kernel_size=3,
+                               stride=stride_3x3, padding=dilation, bias=False,
+                               groups=num_groups, dilation=dilation,
+                               deformable_groups=deform_num_groups,
+                               norm=get_norm(norm, bottleneck_channels))
+        self.conv3 = Conv2d(bottleneck_channels, out_channels, kernel_size=1, bias=False,
+                            norm=get_norm(norm, out_channels))
+        for layer in (self.conv1, self.conv2, self.conv3, self.shortcut):
+            if layer is not None:
+                c2_msra_fill(layer)
+        nn.init.constant_(self.conv2_offset.weight, 0)
+        nn.init.constant_(self.conv2_offset.bias, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu_(self.conv1(x))
+        if self.deform_modulated:
+            offset_mask = self.conv2_offset(out)
+            # (N, 27 G, Ho, Wo) -> offsets (N, 18 G, Ho, Wo) and mask (N, 9 G, Ho, Wo)
+            first, second, mask = torch.chunk(offset_mask, 3, dim=1)
+            offset = torch.cat((first, second), dim=1)
+            out = self.conv2(out, offset, mask.sigmoid())
+        else:
+            out = self.conv2(out, self.conv2_offset(out))
+        out = F.relu_(out)
+        out = self.conv3(out)
+        shortcut = x if self.shortcut is None else self.shortcut(x)
+        out += shortcut
+        return F.relu_(out)
+
+
 class BasicStem(CNNBlockBase):
     """The ResNet stem: 7x7 stride-2 conv, norm, ReLU, then 3x3 stride-2 max pool (stride 4).
 
@@ -169,10 +245,11 @@ class ResNet(Backbone):
     Args:
         stem: a :class:`CNNBlockBase`, usually :class:`BasicStem`.
         stages: one list of blocks per stage (see :meth:`make_stage`); stage ``i`` is named
-            ``res{i + 2}``. Stages after the last one ``out_features`` needs are dropped
-            rather than kept without gradients.
+            ``res{i + 2}``. Stages after the last one named in ``out_features`` are dropped
+            rather than kept without gradients (as in detectron2).
         num_classes: if given, append global average pooling and a linear classifier
-            (output name ``"linear"``).
+            (output name ``"linear"``) after the last kept stage: all of them when
+            ``out_features`` names no stage (detectron2 fails there).
         out_features: names of the outputs to return, among "stem", "res2", ..., "linear";
             by default only the last layer.
         freeze_at: how many leading stages to freeze (see :meth:`freeze`).
@@ -186,9 +263,11 @@ class ResNet(Backbone):
         self.num_classes = num_classes
 
         if out_features is not None:
-            # Do not keep stages nothing reads: they would hold parameters without gradients.
-            needed = max([_STAGE_INDEX.get(f, 1) for f in out_features] or [1]) - 1
-            if num_classes is None:
+            # Like detectron2, drop the stages after the last one out_features names: they
+            # would hold parameters without gradients. Their blocks were built by the caller
+            # already, so the random numbers drawn are those of the full network.
+            needed = max([_STAGE_INDEX.get(f, 1) - 1 for f in out_features] or [0])
+            if needed > 0 or num_classes is None:
                 stages = stages[:needed]
 
         current_stride = self.stem.stride
@@ -395,13 +474,16 @@ def make_stage(*args: Any, **kwargs: Any) -> List[CNNBlockBase]:
 def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """Build a ResNet from ``cfg.MODEL.RESNETS`` and ``cfg.MODEL.BACKBONE.FREEZE_AT``.
 
-    Only the stages up to the last one in ``RESNETS.OUT_FEATURES`` are created. Depths 18/34
-    use :class:`BasicBlock` (then RES2_OUT_CHANNELS must be 64, RES5_DILATION 1, NUM_GROUPS 1);
-    deeper nets use :class:`BottleneckBlock` with ``NUM_GROUPS * WIDTH_PER_GROUP`` channels in
-    res2, doubling every stage. With RES5_DILATION 2, res5 keeps stride 16 (DC5 models).
+    Depths 18/34 use :class:`BasicBlock` (then RES2_OUT_CHANNELS must be 64, RES5_DILATION 1,
+    NUM_GROUPS 1, no deformable stage); deeper nets use :class:`BottleneckBlock` with
+    ``NUM_GROUPS * WIDTH_PER_GROUP`` channels in res2, doubling every stage, or
+    :class:`DeformBottleneckBlock` in the stages that DEFORM_ON_PER_STAGE (res2..res5) turns on,
+    with DEFORM_MODULATED and DEFORM_NUM_GROUPS. With RES5_DILATION 2, res5 keeps stride 16
+    (DC5 models).
 
-    Raises:
-        NotImplementedError: if DEFORM_ON_PER_STAGE asks for deformable convolutions.
+    As in detectron2, all four stages are built and those after the last one in OUT_FEATURES
+    are then dropped by :class:`ResNet`: building them consumes the same random numbers, so
+    every module built after the backbone under a seed gets detectron2's initial weights.
     """
     r = cfg.MODEL.RESNETS
     depth = r.DEPTH
@@ -419,6 +501,9 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
                          f"got {depth}.")
     if res5_dilation not in (1, 2):
         raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {res5_dilation}.")
+    if len(deform_on_per_stage) != 4:
+        raise ValueError("MODEL.RESNETS.DEFORM_ON_PER_STAGE needs one entry per stage "
+                         f"res2..res5, got {deform_on_per_stage}.")
     for f in out_features:
         if f != "stem" and f not in _STAGE_INDEX:
             raise ValueError(f"MODEL.RESNETS.OUT_FEATURES has unknown name '{f}'; expected "
@@ -427,6 +512,9 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         if out_channels != 64:
             raise ValueError("MODEL.RESNETS.RES2_OUT_CHANNELS must be 64 for R18/R34, "
                              f"got {out_channels}.")
+        if any(deform_on_per_stage):
+            raise ValueError("MODEL.RESNETS.DEFORM_ON_PER_STAGE must be all False for "
+                             f"R18/R34 (no deformable BasicBlock), got {deform_on_per_stage}.")
         if res5_dilation != 1:
             raise ValueError("MODEL.RESNETS.RES5_DILATION must be 1 for R18/R34, "
                              f"got {res5_dilation}.")
@@ -436,15 +524,8 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     stem = BasicStem(in_channels=input_shape.channels, out_channels=in_channels, norm=norm)
 
     num_blocks = _BLOCKS_PER_STAGE[depth]
-    last_stage = max([_STAGE_INDEX[f] for f in out_features if f != "stem"] or [1])
     stages = []
-    for idx, stage_idx in enumerate(range(2, last_stage + 1)):
-        if deform_on_per_stage[idx]:
-            raise NotImplementedError(
-                f"MODEL.RESNETS.DEFORM_ON_PER_STAGE={deform_on_per_stage} asks for deformable "
-                f"convolutions in res{stage_idx}; workbench does not implement "
-                "DeformBottleneckBlock. Set every entry to False."
-            )
+    for idx, stage_idx in enumerate(range(2, 6)):
         dilation = res5_dilation if stage_idx == 5 else 1
         # res2 follows the stem's max pool; a dilated res5 keeps res4's resolution.
         first_stride = 1 if idx == 0 or (stage_idx == 5 and dilation == 2) else 2
@@ -462,6 +543,10 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
                                 bottleneck_channels=bottleneck_channels,
                                 stride_in_1x1=r.STRIDE_IN_1X1, dilation=dilation,
                                 num_groups=num_groups)
+            if deform_on_per_stage[idx]:
+                stage_kwargs.update(block_class=DeformBottleneckBlock,
+                                    deform_modulated=r.DEFORM_MODULATED,
+                                    deform_num_groups=r.DEFORM_NUM_GROUPS)
         stages.append(ResNet.make_stage(**stage_kwargs))
         in_channels = out_channels
         out_channels *= 2

@@ -20,8 +20,8 @@ Boxes are XYXY in absolute pixels of the resized input image (``ImageList.image_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -95,7 +95,13 @@ class DenseRecord:
             ``nms_kept``, ``instances`` and ``det_candidate``.
         settings: score_thresh, nms_thresh, topk and topk_candidates as used.
         scores_of: the model's map from logits to the scores its selection used (a sigmoid for
-            RetinaNet).
+            RetinaNet; FCOS has none and its ``scores_of`` raises, pointing to ``scores``).
+        scores: L tensors (N, Hl*Wl*A, K), the scores the selection ranked, for a detector whose
+            scores are not a function of the logits alone (FCOS: sqrt(sigmoid(logit) *
+            sigmoid(centerness))); None when ``scores_of(logits)`` gives them. Read them
+            through :meth:`scores_at`, which handles both.
+        extra: other per-level head outputs by name, e.g. FCOS's "centerness": L tensors
+            (N, Hl*Wl*A, 1) of logits.
     """
 
     in_features: List[str]
@@ -107,6 +113,28 @@ class DenseRecord:
     instances: List[Instances]
     settings: SelectionSettings
     scores_of: Callable[[Tensor], Tensor] = torch.sigmoid
+    scores: Optional[List[Tensor]] = None
+    extra: Dict[str, List[Tensor]] = field(default_factory=dict)
+
+    def scores_at(self, image: int, level: Union[int, Tensor], anchor: Union[int, Tensor]) -> Tensor:
+        """The scores the selection used, at given anchors of one image.
+
+        Args:
+            level, anchor: ints for one anchor, giving (K,); or (M,) tensors of levels and
+                anchor rows, giving (M, K), NaN rows where either is -1 (unknown).
+        """
+        if not isinstance(level, Tensor):
+            if self.scores is not None:
+                return self.scores[level][image][anchor]
+            return self.scores_of(self.logits[level][image][anchor])
+        source = self.scores if self.scores is not None else self.logits
+        out = torch.full((len(level), source[0].shape[-1]), float("nan"), dtype=source[0].dtype,
+                         device=source[0].device)
+        for lvl, per_level in enumerate(source):
+            sel = ((level == lvl) & (anchor >= 0)).nonzero()[:, 0]
+            out[sel] = per_level[image][anchor[sel]]
+        # scores_of applied once to the (M, K) rows, as an elementwise map it may be.
+        return out if self.scores is not None else self.scores_of(out)
 
     def _per_image(self, name: str) -> List[Any]:
         if self.selections is None:
@@ -243,6 +271,42 @@ class DenseDetector(PixelNormalizer, nn.Module):
         new = old * momentum + value * (1 - momentum)
         setattr(self, name, new)
         return new
+
+    def _test_settings(self) -> SelectionSettings:
+        """The test-time selection settings, for a subclass that keeps them, as RetinaNet and
+        FCOS do, in ``test_score_thresh``, ``test_nms_thresh``, ``max_detections_per_image`` and
+        ``test_topk_candidates``."""
+        return SelectionSettings(
+            values={"score_thresh": self.test_score_thresh, "nms_thresh": self.test_nms_thresh,
+                    "topk": self.max_detections_per_image,
+                    "topk_candidates": self.test_topk_candidates},
+            owner=self,
+            attrs={"score_thresh": "test_score_thresh", "nms_thresh": "test_nms_thresh",
+                   "topk": "max_detections_per_image", "topk_candidates": "test_topk_candidates"})
+
+    def _put_selection(self, rec, mark: int, num_levels: int, pred: Instances, keep: Tensor,
+                       det: Tensor) -> None:
+        """Put the :class:`DenseSelection` of one image into ``rec`` (a stage recorder).
+
+        Args:
+            mark: ``rec.mark()`` taken before the per-level decoding, whose
+                "dense_level_anchors" records give each candidate's level and anchor row.
+            num_levels: L.
+            pred: the Ci candidates NMS ran on, levels concatenated in order.
+            keep: indices of the candidates NMS kept, by decreasing score.
+            det: the kept indices that became detections (``keep[:topk]``).
+        """
+        rows = rec.since(mark, "dense_level_anchors")  # one per level, in level order
+        device = pred.scores.device
+        if len(rows) == num_levels and sum(len(r) for r in rows) == len(pred):
+            level = torch.cat([torch.full((len(r),), i, dtype=torch.int64, device=device)
+                               for i, r in enumerate(rows)])
+            anchor = torch.cat(rows)
+        else:  # a custom decoding: unknown
+            level = anchor = torch.full((len(pred),), -1, dtype=torch.int64, device=device)
+        kept = torch.zeros(len(pred), dtype=torch.bool, device=device)
+        kept[keep] = True
+        rec.put("dense_selection", DenseSelection(pred, level, anchor, kept, det))
 
     def _decode_per_level_predictions(self, anchors: Boxes, pred_scores: Tensor, pred_deltas: Tensor,
                                       score_thresh: float, topk_candidates: int,

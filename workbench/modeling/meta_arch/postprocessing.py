@@ -12,7 +12,7 @@ from typing import Tuple, Union
 import torch
 from torch.nn import functional as F
 
-from workbench.structures import Boxes, Instances, ROIMasks
+from workbench.structures import Instances, ROIMasks
 
 from ..recording import active_recorder
 
@@ -76,7 +76,7 @@ def detector_postprocess(results: Instances, output_height: Union[int, torch.Ten
     if rec is not None:
         # detectron2 scales the given Instances' boxes in place (they share the Boxes); under a
         # recorder the source keeps its input-pixel boxes, the output gets the same values.
-        output_boxes = Boxes(output_boxes.tensor.clone())
+        output_boxes = type(output_boxes)(output_boxes.tensor.clone())  # Boxes or RotatedBoxes
         results.set("pred_boxes" if results.has("pred_boxes") else "proposal_boxes", output_boxes)
     output_boxes.scale(scale_x, scale_y)
     output_boxes.clip(results.image_size)

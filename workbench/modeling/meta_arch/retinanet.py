@@ -38,8 +38,8 @@ from ..backbone import Backbone, build_backbone
 from ..box_regression import Box2BoxTransform, _dense_box_regression_loss
 from ..matcher import Matcher
 from .build import META_ARCH_REGISTRY
-from ..recording import SelectionSettings, active_recorder, put_record
-from .dense_detector import DenseDetector, DenseRecord, DenseSelection
+from ..recording import active_recorder, put_record
+from .dense_detector import DenseDetector, DenseRecord
 
 __all__ = ["RetinaNet", "RetinaNetHead"]
 
@@ -281,15 +281,6 @@ class RetinaNet(DenseDetector):
                 instances=results, settings=self._test_settings(), scores_of=torch.sigmoid))
         return results
 
-    def _test_settings(self) -> SelectionSettings:
-        return SelectionSettings(
-            values={"score_thresh": self.test_score_thresh, "nms_thresh": self.test_nms_thresh,
-                    "topk": self.max_detections_per_image,
-                    "topk_candidates": self.test_topk_candidates},
-            owner=self,
-            attrs={"score_thresh": "test_score_thresh", "nms_thresh": "test_nms_thresh",
-                   "topk": "max_detections_per_image", "topk_candidates": "test_topk_candidates"})
-
     def inference_single_image(self, anchors: List[Boxes], box_cls: List[Tensor],
                                box_delta: List[Tensor], image_size: Tuple[int, int]) -> Instances:
         """Detections of one image: per-level filtering and decoding, then class-wise NMS.
@@ -308,17 +299,7 @@ class RetinaNet(DenseDetector):
         keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
         det = keep[: self.max_detections_per_image]
         if rec is not None:
-            rows = rec.since(mark, "dense_level_anchors")  # one per level, in level order
-            device = pred.scores.device
-            if len(rows) == len(anchors) and sum(len(r) for r in rows) == len(pred):
-                level = torch.cat([torch.full((len(r),), i, dtype=torch.int64, device=device)
-                                   for i, r in enumerate(rows)])
-                anchor = torch.cat(rows)
-            else:  # a custom decoding: unknown
-                level = anchor = torch.full((len(pred),), -1, dtype=torch.int64, device=device)
-            kept = torch.zeros(len(pred), dtype=torch.bool, device=device)
-            kept[keep] = True
-            rec.put("dense_selection", DenseSelection(pred, level, anchor, kept, det))
+            self._put_selection(rec, mark, len(anchors), pred, keep, det)
         return pred[det]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple, Union
+from typing import Callable, List, Sequence, Tuple, Union
 
 import torch
 
@@ -53,6 +53,9 @@ def find_top_rpn_proposals(
     training: bool,
     *,
     return_selection: bool = False,
+    box_type: type = Boxes,
+    box_dim: int = 4,
+    nms_fn: Callable[..., torch.Tensor] = batched_nms,
 ) -> Union[List[Instances], Tuple[List[Instances], List[ProposalSelection]]]:
     """Keep the best proposals of each image.
 
@@ -63,7 +66,7 @@ def find_top_rpn_proposals(
     batch in training, which made results depend on the batch size).
 
     Args:
-        proposals: L tensors of shape (N, Hi*Wi*A, 4), decoded boxes of every anchor.
+        proposals: L tensors of shape (N, Hi*Wi*A, B), decoded boxes of every anchor.
         pred_objectness_logits: L tensors of shape (N, Hi*Wi*A).
         image_sizes: (h, w) of each image, to clip to.
         nms_thresh: IoU above which the lower-scoring of two boxes is suppressed.
@@ -73,9 +76,12 @@ def find_top_rpn_proposals(
         training: in training, non-finite predictions raise instead of being dropped.
         return_selection: also return, per image, a :class:`ProposalSelection`: which anchor
             every candidate and proposal is, and what NMS kept (exact indices, no search).
+        box_type, box_dim, nms_fn: the box kind: upright ``Boxes`` (B = 4, ``batched_nms``) by
+            default; ``find_top_rrpn_proposals`` passes ``RotatedBoxes``, 5 and
+            ``batched_nms_rotated`` (its ``clip`` clips only nearly upright boxes).
 
     Returns:
-        N ``Instances`` with ``proposal_boxes`` (``Boxes``) and ``objectness_logits``
+        N ``Instances`` with ``proposal_boxes`` (``box_type``) and ``objectness_logits``
         (Tensor), sorted by decreasing objectness; with ``return_selection``, also the N
         selections.
 
@@ -92,21 +98,22 @@ def find_top_rpn_proposals(
 
     # 1. Top-k candidates of every level, for all images at once.
     topk_scores = []  # L tensors of shape (N, K)
-    topk_proposals = []  # L tensors of shape (N, K, 4)
+    topk_proposals = []  # L tensors of shape (N, K, B)
     level_ids = []  # L tensors of shape (K,)
     anchor_ids = []  # L tensors of shape (N, K): row of each candidate in its level
     batch_idx = torch.arange(num_images, device=device)
     for level_id, (proposals_i, logits_i) in enumerate(zip(proposals, pred_objectness_logits)):
-        if logits_i.dim() != 2 or proposals_i.shape[:2] != logits_i.shape:
+        if (logits_i.dim() != 2 or proposals_i.dim() != 3 or proposals_i.shape[2] != box_dim
+                or proposals_i.shape[:2] != logits_i.shape):
             raise ValueError(
-                f"Level {level_id}: expected proposals (N, Hi*Wi*A, 4) and logits "
+                f"Level {level_id}: expected proposals (N, Hi*Wi*A, {box_dim}) and logits "
                 f"(N, Hi*Wi*A), got {tuple(proposals_i.shape)} and {tuple(logits_i.shape)}."
             )
         hi_wi_a = logits_i.shape[1]
         num_proposals_i = min(hi_wi_a, pre_nms_topk)
 
         topk_scores_i, topk_idx = logits_i.topk(num_proposals_i, dim=1)  # each (N, K)
-        # (N, Hi*Wi*A, 4) gathered at (N, K) -> (N, K, 4)
+        # (N, Hi*Wi*A, B) gathered at (N, K) -> (N, K, B)
         topk_proposals_i = proposals_i[batch_idx[:, None], topk_idx]
 
         topk_proposals.append(topk_proposals_i)
@@ -119,7 +126,7 @@ def find_top_rpn_proposals(
 
     # 2. All levels together.
     topk_scores = cat(topk_scores, dim=1)  # L x (N, K) -> (N, sum K)
-    topk_proposals = cat(topk_proposals, dim=1)  # L x (N, K, 4) -> (N, sum K, 4)
+    topk_proposals = cat(topk_proposals, dim=1)  # L x (N, K, B) -> (N, sum K, B)
     level_ids = cat(level_ids, dim=0)  # L x (K,) -> (sum K,)
     if return_selection:
         anchor_ids = cat(anchor_ids, dim=1)  # L x (N, K) -> (N, sum K)
@@ -128,7 +135,7 @@ def find_top_rpn_proposals(
     results: List[Instances] = []
     selections: List[ProposalSelection] = []
     for n, image_size in enumerate(image_sizes):
-        boxes = Boxes(topk_proposals[n])
+        boxes = box_type(topk_proposals[n])
         scores_per_img = topk_scores[n]
         lvl = level_ids
         anchor = anchor_ids[n] if return_selection else None
@@ -153,7 +160,7 @@ def find_top_rpn_proposals(
             if return_selection:
                 anchor = anchor[keep]
 
-        nms_keep = batched_nms(boxes.tensor, scores_per_img, lvl, nms_thresh)
+        nms_keep = nms_fn(boxes.tensor, scores_per_img, lvl, nms_thresh)
         keep = nms_keep[:post_nms_topk]  # already sorted by decreasing score
 
         res = Instances(image_size)

@@ -178,6 +178,9 @@ class RPN(nn.Module):
     :meth:`predict_proposals` (decode, top-k, NMS).
     """
 
+    # The selection of the proposals (top-k, NMS within each level, top-k) for this RPN's box kind.
+    find_top_proposals = staticmethod(find_top_rpn_proposals)
+
     @configurable
     def __init__(
         self,
@@ -498,7 +501,7 @@ class RPN(nn.Module):
         rec = active_recorder(self)
         with torch.no_grad():
             pred_proposals = self._decode_proposals(anchors, pred_anchor_deltas)
-            out = find_top_rpn_proposals(
+            out = type(self).find_top_proposals(
                 pred_proposals,
                 pred_objectness_logits,
                 image_sizes,

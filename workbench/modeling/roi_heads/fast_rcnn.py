@@ -52,6 +52,9 @@ def fast_rcnn_inference(
     topk_per_image: int,
     *,
     return_selection: bool = False,
+    box_type: type = Boxes,
+    box_dim: int = 4,
+    nms_fn: Callable[..., torch.Tensor] = batched_nms,
 ):
     """Threshold, clip and per-class NMS the predictions of every image.
 
@@ -64,6 +67,9 @@ def fast_rcnn_inference(
         nms_thresh: IoU above which a lower-scoring box of the same class is suppressed.
         topk_per_image: keep at most this many detections per image; < 0 keeps all.
         return_selection: also return a :class:`BoxSelection` (candidates, NMS survivors).
+        box_type, box_dim, nms_fn: the box kind: upright ``Boxes`` (4 numbers, ``batched_nms``)
+            by default; ``fast_rcnn_inference_rotated`` passes ``RotatedBoxes``, 5 and
+            ``batched_nms_rotated``.
 
     Returns:
         instances: per image, Instances with ``pred_boxes`` (Boxes), ``scores`` (Tensor[Di]) and
@@ -78,7 +84,8 @@ def fast_rcnn_inference(
     result_per_image = [
         fast_rcnn_inference_single_image(
             boxes_per_image, scores_per_image, image_shape, score_thresh, nms_thresh,
-            topk_per_image, return_selection=return_selection,
+            topk_per_image, return_selection=return_selection, box_type=box_type,
+            box_dim=box_dim, nms_fn=nms_fn,
         )
         for scores_per_image, boxes_per_image, image_shape in zip(scores, boxes, image_shapes)
     ]
@@ -103,14 +110,20 @@ def fast_rcnn_inference_single_image(
     topk_per_image: int,
     *,
     return_selection: bool = False,
+    box_type: type = Boxes,
+    box_dim: int = 4,
+    nms_fn: Callable[..., torch.Tensor] = batched_nms,
 ):
-    """``fast_rcnn_inference`` for one image: boxes (Ri, K*4 or 4), scores (Ri, K+1).
+    """``fast_rcnn_inference`` for one image: boxes (Ri, K*B or B), scores (Ri, K+1), B the
+    box dimension (4, or 5 for rotated boxes).
 
     With ``return_selection``, also (candidates (Ci, 2), nms_kept (Ci,), roi_index (Di,)), in
     rows of all the ROIs given (see :class:`BoxSelection`).
     """
-    if boxes.dim() != 2 or boxes.shape[1] % 4 != 0:
-        raise ValueError(f"Expected boxes of shape (R, K*4) or (R, 4), got {tuple(boxes.shape)}.")
+    B = box_dim
+    if boxes.dim() != 2 or boxes.shape[1] % B != 0:
+        raise ValueError(f"Expected boxes of shape (R, K*{B}) or (R, {B}), got "
+                         f"{tuple(boxes.shape)}.")
     if scores.dim() != 2 or scores.shape[0] != boxes.shape[0]:
         raise ValueError(f"Expected scores of shape (R, K+1) with R={boxes.shape[0]}, got "
                          f"{tuple(scores.shape)}.")
@@ -123,30 +136,30 @@ def fast_rcnn_inference_single_image(
         valid_rows = valid_mask.nonzero()[:, 0]
 
     scores = scores[:, :-1]  # (R, K+1) -> (R, K): drop the background column
-    num_bbox_reg_classes = boxes.shape[1] // 4
-    # Clip through Boxes: (R, K*4) -> (R*K, 4) -> clip -> (R, K, 4)
-    boxes = Boxes(boxes.reshape(-1, 4))
+    num_bbox_reg_classes = boxes.shape[1] // B
+    # Clip through the box type: (R, K*B) -> (R*K, B) -> clip -> (R, K, B)
+    boxes = box_type(boxes.reshape(-1, B))
     boxes.clip(image_shape)
-    boxes = boxes.tensor.view(-1, num_bbox_reg_classes, 4)
+    boxes = boxes.tensor.view(-1, num_bbox_reg_classes, B)
 
     # 1. Drop (ROI, class) pairs at or below the threshold before NMS.
     filter_mask = scores > score_thresh  # (R, K)
     # (R', 2): column 0 is the ROI index, column 1 the class, in row-major order of filter_mask.
     filter_inds = filter_mask.nonzero()
     if num_bbox_reg_classes == 1:
-        boxes = boxes[filter_inds[:, 0], 0]  # (R, 1, 4) -> (R', 4)
+        boxes = boxes[filter_inds[:, 0], 0]  # (R, 1, B) -> (R', B)
     else:
-        boxes = boxes[filter_mask]  # (R, K, 4) -> (R', 4)
+        boxes = boxes[filter_mask]  # (R, K, B) -> (R', B)
     scores = scores[filter_mask]  # (R, K) -> (R',)
 
     # 2. NMS per class; keep is sorted by decreasing score.
-    nms_keep = batched_nms(boxes, scores, filter_inds[:, 1], nms_thresh)
+    nms_keep = nms_fn(boxes, scores, filter_inds[:, 1], nms_thresh)
     keep = nms_keep[:topk_per_image] if topk_per_image >= 0 else nms_keep
     candidates = filter_inds
     boxes, scores, filter_inds = boxes[keep], scores[keep], filter_inds[keep]
 
     result = Instances(image_shape)
-    result.pred_boxes = Boxes(boxes)
+    result.pred_boxes = box_type(boxes)
     result.scores = scores
     result.pred_classes = filter_inds[:, 1]
     if not return_selection:
@@ -237,6 +250,9 @@ class FastRCNNOutputLayers(nn.Module):
             classes; called once, at construction, when use_fed_loss is on.
         fed_loss_num_classes: classes kept by the federated loss in total.
     """
+
+    # The selection (threshold, clip, per-class NMS) of this layer's box kind.
+    selection_fn = staticmethod(fast_rcnn_inference)
 
     @configurable
     def __init__(
@@ -500,10 +516,11 @@ class FastRCNNOutputLayers(nn.Module):
 
     def select(self, boxes: List[torch.Tensor], scores: List[torch.Tensor],
                image_shapes: List[Tuple[int, int]]) -> Tuple[List[Instances], List[torch.Tensor]]:
-        """``fast_rcnn_inference`` with this layer's test settings (also for a cascade's
-        stage-averaged scores); under a stage recorder, puts a ``"box_selection"`` record."""
+        """``fast_rcnn_inference`` (the class's ``selection_fn``) with this layer's test
+        settings (also for a cascade's stage-averaged scores); under a stage recorder, puts a
+        ``"box_selection"`` record."""
         rec = active_recorder(self)
-        out = fast_rcnn_inference(
+        out = type(self).selection_fn(
             boxes, scores, image_shapes, self.test_score_thresh, self.test_nms_thresh,
             self.test_topk_per_image, return_selection=rec is not None,
         )

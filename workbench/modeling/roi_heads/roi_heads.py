@@ -157,6 +157,10 @@ class ROIHeads(nn.Module):
             gt instance has at least one perfectly matching proposal.
     """
 
+    # IoU of ground truth (M boxes) with proposals (R boxes) -> (M, R), for this head's box
+    # kind (RROIHeads: rotated IoU).
+    box_iou = staticmethod(pairwise_iou)
+
     @configurable
     def __init__(
         self,
@@ -254,7 +258,7 @@ class ROIHeads(nn.Module):
         num_bg_samples = []
         for proposals_per_image, targets_per_image in zip(proposals, targets):
             has_gt = len(targets_per_image) > 0
-            match_quality_matrix = pairwise_iou(
+            match_quality_matrix = type(self).box_iou(
                 targets_per_image.gt_boxes, proposals_per_image.proposal_boxes
             )  # (M, Ri)
             matched_idxs, matched_labels = self.proposal_matcher(match_quality_matrix)
