@@ -257,7 +257,6 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px}}
 def main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
 
-    from workbench.checkpoint import DetectionCheckpointer
     from workbench.data import DatasetCatalog, MetadataCatalog
     from workbench.engine import DefaultPredictor
     from workbench.vis import encode_png

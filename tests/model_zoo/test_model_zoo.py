@@ -8,6 +8,7 @@ checked against a fixture-verified sibling plus the documented difference.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -77,7 +78,7 @@ REQUIRED = [
     "Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml",
 ]
 
-SHIPPED = model_zoo.list_configs()
+SHIPPED = model_zoo.list_configs(".yaml")  # the .py LazyConfigs: test_lazy_configs.py
 # workbench's own configs (the embedded model) are not copies of detectron2's model zoo.
 OWN_PREFIXES = ("Shapes/",)
 MODELS = [p for p in SHIPPED
@@ -261,8 +262,75 @@ SIBLINGS = {
 FIXTURE_VERIFIED = {MASK_FPN_3X, FASTER_C4_3X, RETINA_3X, KEYPOINT_3X, PANOPTIC_3X, RPN_FPN_1X}
 
 
+# Copied byte for byte from detectron2's configs/ at commit 02b5c4e2, below a one-line header
+# naming the source: path -> first 16 hex digits of the SHA-256 of detectron2's file.
+VERBATIM = {
+    "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x_giou.yaml": "03933e31af4be583",
+    "Cityscapes/mask_rcnn_R_50_FPN.yaml": "627d38f363d08494",
+    "Detectron1-Comparisons/faster_rcnn_R_50_FPN_noaug_1x.yaml": "dbbad67baf01d9af",
+    "Detectron1-Comparisons/keypoint_rcnn_R_50_FPN_1x.yaml": "3ae9caab1af5a05e",
+    "Detectron1-Comparisons/mask_rcnn_R_50_FPN_noaug_1x.yaml": "d10ebbf63330b9ee",
+    "LVISv0.5-InstanceSegmentation/mask_rcnn_R_101_FPN_1x.yaml": "581bffb3eb15b077",
+    "LVISv0.5-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml": "347f4119ab98a2ee",
+    "LVISv0.5-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_1x.yaml": "38dafac40ff410ab",
+    "LVISv1-InstanceSegmentation/mask_rcnn_R_101_FPN_1x.yaml": "799c2f2297a33a86",
+    "LVISv1-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml": "fdf7a1d3a68f04ca",
+    "LVISv1-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_1x.yaml": "46c0cf484f0d7054",
+    "Misc/cascade_mask_rcnn_X_152_32x8d_FPN_IN5k_gn_dconv.yaml": "d98728818d4457bf",
+    "Misc/mask_rcnn_R_50_FPN_1x_cls_agnostic.yaml": "1222dc1df916e260",
+    "Misc/mask_rcnn_R_50_FPN_1x_dconv_c3-c5.yaml": "d09eeef678ca97f7",
+    "Misc/mask_rcnn_R_50_FPN_3x_dconv_c3-c5.yaml": "6036bdea02795c5e",
+    "Misc/mask_rcnn_R_50_FPN_3x_gn.yaml": "2823f26f9ece3514",
+    "Misc/mask_rcnn_R_50_FPN_3x_syncbn.yaml": "95da4bbd7fc98c6c",
+    "Misc/panoptic_fpn_R_101_dconv_cascade_gn_3x.yaml": "57168b474172d2a0",
+    "Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml": "6b6da783805ab589",
+    "Misc/scratch_mask_rcnn_R_50_FPN_9x_gn.yaml": "2f3e330e4cbb5d00",
+    "Misc/scratch_mask_rcnn_R_50_FPN_9x_syncbn.yaml": "d7fca25c2c796080",
+    "Misc/semantic_R_50_FPN_1x.yaml": "edfc63c29c2f18bb",
+    "PascalVOC-Detection/faster_rcnn_R_50_C4.yaml": "e7d87e7157aa06d9",
+    "PascalVOC-Detection/faster_rcnn_R_50_FPN.yaml": "f373b1d1fc426a66",
+    "quick_schedules/cascade_mask_rcnn_R_50_FPN_inference_acc_test.yaml": "16cf156783cc03ba",
+    "quick_schedules/cascade_mask_rcnn_R_50_FPN_instant_test.yaml": "ce5e172fb6b2af6c",
+    "quick_schedules/fast_rcnn_R_50_FPN_inference_acc_test.yaml": "d6eff6797076d229",
+    "quick_schedules/fast_rcnn_R_50_FPN_instant_test.yaml": "47b49317a3cb7b06",
+    "quick_schedules/keypoint_rcnn_R_50_FPN_inference_acc_test.yaml": "ab9329ee81e0bff5",
+    "quick_schedules/keypoint_rcnn_R_50_FPN_instant_test.yaml": "b0522bf2fc6ef34a",
+    "quick_schedules/keypoint_rcnn_R_50_FPN_normalized_training_acc_test.yaml": "379882a116c7a435",
+    "quick_schedules/keypoint_rcnn_R_50_FPN_training_acc_test.yaml": "a22270952f2b7eaf",
+    "quick_schedules/mask_rcnn_R_50_C4_GCV_instant_test.yaml": "264d5e20c9ea5dd2",
+    "quick_schedules/mask_rcnn_R_50_C4_inference_acc_test.yaml": "9133b305d6050174",
+    "quick_schedules/mask_rcnn_R_50_C4_instant_test.yaml": "6c0086748bcad9b2",
+    "quick_schedules/mask_rcnn_R_50_C4_training_acc_test.yaml": "25396c7a07ed712c",
+    "quick_schedules/mask_rcnn_R_50_DC5_inference_acc_test.yaml": "f2d2ca756ffa9a4d",
+    "quick_schedules/mask_rcnn_R_50_FPN_inference_acc_test.yaml": "be217e6f773f8865",
+    "quick_schedules/mask_rcnn_R_50_FPN_instant_test.yaml": "4875b5eb68c4db43",
+    "quick_schedules/mask_rcnn_R_50_FPN_pred_boxes_training_acc_test.yaml": "5255a770f5bc69bd",
+    "quick_schedules/mask_rcnn_R_50_FPN_training_acc_test.yaml": "ec6bbb6bdcf567d2",
+    "quick_schedules/panoptic_fpn_R_50_inference_acc_test.yaml": "047d139adb7faf3d",
+    "quick_schedules/panoptic_fpn_R_50_instant_test.yaml": "3f3afadc0e5cade0",
+    "quick_schedules/panoptic_fpn_R_50_training_acc_test.yaml": "1c7b6577a547de4f",
+    "quick_schedules/retinanet_R_50_FPN_inference_acc_test.yaml": "4c8c4553d7e073ad",
+    "quick_schedules/retinanet_R_50_FPN_instant_test.yaml": "e755601c09b85214",
+    "quick_schedules/rpn_R_50_FPN_inference_acc_test.yaml": "2d99c012ec5f5bcd",
+    "quick_schedules/rpn_R_50_FPN_instant_test.yaml": "faa25adee6a7d12a",
+    "quick_schedules/semantic_R_50_FPN_inference_acc_test.yaml": "1ffc5fa8e0af7e68",
+    "quick_schedules/semantic_R_50_FPN_instant_test.yaml": "5f837ed1cda63531",
+    "quick_schedules/semantic_R_50_FPN_training_acc_test.yaml": "d2b9168cb4046ed7",
+}
+VERBATIM_HEADER = b"# Copied unchanged from detectron2 configs/"
+
+
+@pytest.mark.parametrize("config_path", sorted(VERBATIM))
+def test_verbatim_copies_are_detectrons_files(config_path):
+    data = open(model_zoo.get_config_file(config_path), "rb").read()
+    header, body = data.split(b"\n", 1)
+    assert header.startswith(VERBATIM_HEADER + config_path.encode()), header
+    assert hashlib.sha256(body).hexdigest()[:16] == VERBATIM[config_path], (
+        f"{config_path} differs from detectron2's file")
+
+
 def test_every_model_config_is_verified():
-    unverified = sorted(set(MODELS) - set(SIBLINGS) - FIXTURE_VERIFIED)
+    unverified = sorted(set(MODELS) - set(SIBLINGS) - FIXTURE_VERIFIED - set(VERBATIM))
     assert not unverified, f"add these to SIBLINGS: {unverified}"
 
 
@@ -302,12 +370,28 @@ def test_checkpoint_urls():
         model_zoo.get_checkpoint_url("Base-RCNN-FPN.yaml")
 
 
-@pytest.mark.parametrize("config_path", MODELS)
+# detectron2 released no weights for these (the quick-schedule test configs, LVIS v1 in YAML,
+# and a few variants).
+NO_RELEASED_WEIGHTS = {p for p in MODELS if p.startswith(("quick_schedules/", "LVISv1-"))} | {
+    "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x_giou.yaml",
+    "Misc/mask_rcnn_R_50_FPN_1x_cls_agnostic.yaml",
+    "Misc/semantic_R_50_FPN_1x.yaml",
+    "PascalVOC-Detection/faster_rcnn_R_50_FPN.yaml",
+}
+
+
+@pytest.mark.parametrize("config_path", sorted(NO_RELEASED_WEIGHTS))
+def test_configs_without_released_weights_say_so(config_path):
+    with pytest.raises(RuntimeError, match="No trained weights"):
+        model_zoo.get_checkpoint_url(config_path)
+
+
+@pytest.mark.parametrize("config_path", sorted(set(MODELS) - NO_RELEASED_WEIGHTS))
 def test_every_model_config_has_a_checkpoint_url(config_path):
     url = model_zoo.get_checkpoint_url(config_path)
     name = config_path[: -len(".yaml")]
     assert url.startswith(f"https://dl.fbaipublicfiles.com/detectron2/{name}/")
-    assert url.rsplit("/", 1)[-1].startswith("model_final_") and url.endswith(".pkl")
+    assert url.rsplit("/", 1)[-1].startswith(("model_final_", "model_0039999_")) and url.endswith(".pkl")
 
 
 def test_get_config_trained_sets_weights():
