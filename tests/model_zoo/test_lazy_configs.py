@@ -61,7 +61,7 @@ def _shrink(model: DictConfig) -> None:
                    window_block_indexes=[0], residual_block_indexes=[])
     bottom_up = backbone.get("bottom_up")
     if _target_name(bottom_up) == "MViT":
-        bottom_up.update(embed_dim=32, depth=4, num_heads=1, last_block_indexes=[0, 1, 2, 3])
+        bottom_up.update(embed_dim=32, depth=4, num_heads=1, last_block_indexes=(0, 1, 2, 3))
     if _target_name(bottom_up) == "SwinTransformer":
         bottom_up.update(embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8])
     if "square_pad" in backbone:
