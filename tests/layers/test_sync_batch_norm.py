@@ -22,6 +22,13 @@ def _inputs(rank: int, sizes) -> torch.Tensor:
 def _worker(rank: int, init_file: str, sizes, stats_mode: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
+        if stats_mode == "fp16":  # AMP: fp16 activations large enough that x * x overflows fp16
+            bn = NaiveSyncBatchNorm(C, stats_mode="N")
+            x = (_inputs(rank, sizes) * 50 + 300).half()
+            y = bn(x)
+            torch.save({"y": y, "running_var": bn.running_var},
+                       os.path.join(out_dir, f"{rank}.pt"))
+            return
         torch.manual_seed(0)
         bn = NaiveSyncBatchNorm(C, stats_mode=stats_mode)
         with torch.no_grad():
@@ -76,6 +83,25 @@ def test_default_mode_averages_processes_equally(tmp_path):
     torch.testing.assert_close(got[0]["running_mean"], expected, rtol=1e-5, atol=1e-6)
     _, _, joined = _reference(sizes)
     assert not torch.allclose(got[0]["running_mean"], joined.running_mean, atol=1e-3)
+
+
+def test_half_inputs_keep_fp32_statistics(tmp_path):
+    # detectron2 computes the statistics of fp16 inputs in fp32 and returns fp16.
+    sizes = (2, 2)
+    got = _run(tmp_path, sizes, "fp16")
+    joined = torch.cat([(_inputs(r, sizes) * 50 + 300).half().float() for r in range(2)])
+    expected_var = 0.9 + 0.1 * joined.var(dim=[0, 2, 3], unbiased=False)
+    for r in range(2):
+        assert got[r]["y"].dtype == torch.float16 and torch.isfinite(got[r]["y"]).all()
+        torch.testing.assert_close(got[r]["running_var"], expected_var, rtol=1e-3, atol=1e-2)
+
+
+def test_get_norm_names():
+    from workbench.layers import get_norm
+
+    assert get_norm("naiveSyncBN_N", 8)._stats_mode == "N"
+    assert get_norm("SyncBN", 8)._stats_mode == "N"  # weighs processes by batch size
+    assert get_norm("naiveSyncBN", 8)._stats_mode == ""
 
 
 def test_stats_mode_is_checked():

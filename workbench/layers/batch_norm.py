@@ -131,6 +131,10 @@ class NaiveSyncBatchNorm(nn.BatchNorm2d):
             return super().forward(input)
         from torch.distributed.nn.functional import all_reduce
 
+        # Statistics in fp32 under AMP: mean(x * x) of fp16 activations overflows past ~256.
+        half_input = input.dtype == torch.float16
+        if half_input:
+            input = input.float()
         B, C = input.shape[0], input.shape[1]
         # (N, C, H, W) -> per-channel mean and mean of squares: (C,) each
         mean = torch.mean(input, dim=[0, 2, 3])
@@ -158,16 +162,20 @@ class NaiveSyncBatchNorm(nn.BatchNorm2d):
         shift = self.bias - mean * scale
         self.running_mean += momentum * (mean.detach() - self.running_mean)
         self.running_var += momentum * (var.detach() - self.running_var)
-        return input * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+        out = input * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+        return out.half() if half_input else out
 
 
 _NORMS: dict = {
     "BN": nn.BatchNorm2d,
-    "SyncBN": NaiveSyncBatchNorm,
+    # detectron2 maps "SyncBN" to nn.SyncBatchNorm (CUDA only); workbench's works on the CPU
+    # too (gloo), weighing each process's statistics by its batch size as nn.SyncBatchNorm does.
+    "SyncBN": lambda channels: NaiveSyncBatchNorm(channels, stats_mode="N"),
     "FrozenBN": FrozenBatchNorm2d,
     "GN": lambda channels: nn.GroupNorm(32, channels),
     "nnSyncBN": nn.SyncBatchNorm,
     "naiveSyncBN": NaiveSyncBatchNorm,
+    "naiveSyncBN_N": lambda channels: NaiveSyncBatchNorm(channels, stats_mode="N"),
     "LN": lambda channels: LayerNorm(channels),  # over channels at each position, as detectron2
 }
 
@@ -176,8 +184,10 @@ def get_norm(norm: Union[str, Callable, None], out_channels: int) -> nn.Module |
     """Build a normalisation layer for ``out_channels`` channels.
 
     Args:
-        norm: one of "BN", "SyncBN", "FrozenBN", "GN" (32 groups), "nnSyncBN", "naiveSyncBN",
-            "LN" (channels-first :class:`LayerNorm`), "" / None (no norm, returns None), or a callable taking the channel count.
+        norm: one of "BN", "SyncBN" (``NaiveSyncBatchNorm(stats_mode="N")``, which runs on
+            the CPU too), "FrozenBN", "GN" (32 groups), "nnSyncBN", "naiveSyncBN",
+            "naiveSyncBN_N", "LN" (channels-first :class:`LayerNorm`), "" / None (no norm,
+            returns None), or a callable taking the channel count.
     """
     if norm is None:
         return None
