@@ -42,13 +42,52 @@ def test_lvis_cityscapes_voc_metadata():
     assert len(voc.thing_classes) == 20 and voc.thing_classes[0] == "aeroplane" and voc.year == 2007
 
 
-def test_builtin_and_shapes_names_are_registered():
+# Every name detectron2's builtin.py registers (register_all_coco / _lvis / _cityscapes /
+# _cityscapes_panoptic / _pascal_voc / _ade20k, incl. coco_panoptic.py's "_separated" and
+# "_stuffonly" names), read from detectron2 main.
+DETECTRON2_BUILTIN_NAMES = [
+    "coco_2014_train", "coco_2014_val", "coco_2014_minival", "coco_2014_valminusminival",
+    "coco_2017_train", "coco_2017_val", "coco_2017_test", "coco_2017_test-dev", "coco_2017_val_100",
+    "keypoints_coco_2014_train", "keypoints_coco_2014_val", "keypoints_coco_2014_minival",
+    "keypoints_coco_2014_valminusminival", "keypoints_coco_2017_train", "keypoints_coco_2017_val",
+    "keypoints_coco_2017_val_100",
+    "coco_2017_train_panoptic", "coco_2017_train_panoptic_separated", "coco_2017_train_panoptic_stuffonly",
+    "coco_2017_val_panoptic", "coco_2017_val_panoptic_separated", "coco_2017_val_panoptic_stuffonly",
+    "coco_2017_val_100_panoptic", "coco_2017_val_100_panoptic_separated", "coco_2017_val_100_panoptic_stuffonly",
+    "lvis_v1_train", "lvis_v1_val", "lvis_v1_test_dev", "lvis_v1_test_challenge",
+    "lvis_v0.5_train", "lvis_v0.5_val", "lvis_v0.5_val_rand_100", "lvis_v0.5_test",
+    "lvis_v0.5_train_cocofied", "lvis_v0.5_val_cocofied",
+    "cityscapes_fine_instance_seg_train", "cityscapes_fine_sem_seg_train",
+    "cityscapes_fine_instance_seg_val", "cityscapes_fine_sem_seg_val",
+    "cityscapes_fine_instance_seg_test", "cityscapes_fine_sem_seg_test",
+    "cityscapes_fine_panoptic_train", "cityscapes_fine_panoptic_val",
+    "voc_2007_trainval", "voc_2007_train", "voc_2007_val", "voc_2007_test",
+    "voc_2012_trainval", "voc_2012_train", "voc_2012_val",
+    "ade20k_sem_seg_train", "ade20k_sem_seg_val",
+]
+
+
+def test_every_detectron2_builtin_name_is_registered():
+    assert len(DETECTRON2_BUILTIN_NAMES) == len(set(DETECTRON2_BUILTIN_NAMES)) == 52
     names = set(DatasetCatalog.list())
-    for n in ["coco_2017_train", "coco_2017_val", "coco_2017_val_100", "keypoints_coco_2017_val",
-              "coco_2017_val_panoptic_separated", "coco_2017_val_panoptic", "lvis_v1_val", "lvis_v0.5_val",
-              "cityscapes_fine_instance_seg_val", "cityscapes_fine_sem_seg_val", "voc_2007_trainval",
-              "voc_2012_val", "ade20k_sem_seg_val", "shapes_train", "shapes_val"]:
+    missing = [n for n in DETECTRON2_BUILTIN_NAMES if n not in names]
+    assert not missing, missing
+    for n in ["shapes_train", "shapes_val"]:
         assert n in names, n
+
+
+def test_cityscapes_metadata_says_masks_are_rle_and_panoptic_metadata():
+    for split in ("train", "val", "test"):
+        meta = MetadataCatalog.get(f"cityscapes_fine_instance_seg_{split}")
+        assert meta.mask_format == "bitmask" and meta.evaluator_type == "cityscapes_instance"
+    assert "RLE" in builtin.register_all_cityscapes.__doc__ and "MASK_FORMAT bitmask" in builtin.__doc__
+    pan = MetadataCatalog.get("cityscapes_fine_panoptic_val")
+    assert pan.evaluator_type == "cityscapes_panoptic_seg" and pan.label_divisor == 1000 and pan.ignore_label == 255
+    assert len(pan.thing_classes) == len(pan.stuff_classes) == 19
+    assert pan.thing_dataset_id_to_contiguous_id == {24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+    assert pan.stuff_dataset_id_to_contiguous_id[7] == 0 and len(pan.stuff_dataset_id_to_contiguous_id) == 11
+    assert pan.gt_dir.endswith(os.path.join("gtFine", "val"))
+    assert pan.panoptic_json.endswith("cityscapes_panoptic_val.json")
 
 
 @pytest.fixture

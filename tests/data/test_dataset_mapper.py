@@ -86,7 +86,8 @@ def test_vertical_flip_keeps_keypoint_order(coco_dataset):
 def test_polygon_format(coco_dataset):
     d = DatasetCatalog.get(coco_dataset["name"])[0]
     # Polygon masks need polygon annotations: RLE in the data is reported clearly.
-    with pytest.raises(ValueError, match="bitmask"):
+    with pytest.raises(ValueError, match=r"MASK_FORMAT is 'polygon' but instance \d+ has a \w+ segmentation "
+                                         r"\(RLE.*set INPUT.MASK_FORMAT bitmask.*Cityscapes"):
         _mapper([T.ResizeShortestEdge(40, 1000)], mask_format="polygon")(d)
     d["annotations"] = [a for a in d["annotations"] if isinstance(a["segmentation"], list)]
     out = _mapper([T.ResizeShortestEdge(80, 1000)], mask_format="polygon")(d)

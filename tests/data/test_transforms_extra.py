@@ -109,11 +109,21 @@ def test_fixed_size_crop_pads_small_and_crops_large_images():
 
 def test_lsj_chain_resize_scale_then_fixed_size_crop():
     np.random.seed(0)
-    augs = [T.ResizeScale(min_scale=1.0, max_scale=1.0, target_height=32, target_width=64),
-            T.FixedSizeCrop(crop_size=(32, 64))]
-    image, tfms = T.apply_augmentations(augs, np.zeros((16, 16, 3), np.uint8))
-    assert tfms[0].new_h == 32 and tfms[0].new_w == 32  # fits 32 x 64 keeping the aspect ratio
-    assert image.shape == (32, 64, 3)
+    augs = [T.ResizeScale(min_scale=0.1, max_scale=2.0, target_height=80, target_width=80),
+            T.FixedSizeCrop(crop_size=(80, 80))]
+    image, tfms = T.apply_augmentations(augs, np.zeros((60, 100, 3), np.uint8))
+    # detectron2's formulas, re-derived by hand from the same two draws of numpy's generator.
+    np.random.seed(0)
+    scale = np.random.uniform(0.1, 2.0)  # 1.1427...
+    output_scale = min(80 * scale / 60, 80 * scale / 100)  # fit in scale * (80, 80)
+    new_h, new_w = int(np.round(60 * output_scale)), int(np.round(100 * output_scale))
+    offset_x = int(np.round(max(new_w - 80, 0) * np.random.uniform(0.0, 1.0)))
+    assert (new_h, new_w, offset_x) == (55, 91, 8)
+    resize, crop, pad = tfms
+    assert (resize.h, resize.w, resize.new_h, resize.new_w) == (60, 100, 55, 91)
+    assert (crop.x0, crop.y0, crop.w, crop.h) == (8, 0, 80, 80)
+    assert (pad.x0, pad.y0, pad.x1, pad.y1) == (0, 0, 0, 25)
+    assert image.shape == (80, 80, 3) and image[54, 0, 0] == 0 and image[55, 0, 0] == 128
 
 
 def test_blend_and_color_transforms():
@@ -140,13 +150,42 @@ def test_category_area_constraint_reads_sem_seg():
     assert aug.input_args == ("image", "sem_seg")
 
 
+def _iou(window, boxes):
+    x0 = np.maximum(window[0], boxes[:, 0])
+    y0 = np.maximum(window[1], boxes[:, 1])
+    x1 = np.minimum(window[2], boxes[:, 2])
+    y1 = np.minimum(window[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    return inter / (area(np.asarray(window, float)) + area(boxes) - inter)
+
+
 def test_min_iou_random_crop_and_random_resize():
     random.seed(0)
-    boxes = np.array([[2.0, 2.0, 8.0, 8.0]])
-    aug = T.MinIoURandomCrop()
-    for _ in range(5):
-        tfm = aug(T.AugInput(np.zeros((20, 20, 3), np.uint8), boxes=boxes))
-        assert isinstance(tfm, (T.CropTransform, T.NoOpTransform))
+    boxes = np.array([[20.0, 20.0, 80.0, 85.0], [30.0, 25.0, 85.0, 75.0]])
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    aug = T.MinIoURandomCrop(min_crop_size=0.3)
+    modes = []
+    for _ in range(30):
+        tfm = aug(T.AugInput(np.zeros((100, 100, 3), np.uint8), boxes=boxes))
+        if aug.mode == 1:
+            assert isinstance(tfm, T.NoOpTransform)
+            continue
+        assert isinstance(tfm, T.CropTransform), tfm
+        modes.append(aug.mode)
+        assert tfm.x0 >= 0 and tfm.y0 >= 0 and tfm.x0 + tfm.w <= 100 and tfm.y0 + tfm.h <= 100
+        assert 0.5 <= tfm.h / tfm.w <= 2 + 0.1 and min(tfm.h, tfm.w) >= 30 - 1
+        # The window checked is (int(left), int(top), int(left + w), int(top + h)); the transform
+        # keeps int(w), int(h), so its right / bottom edge may be one pixel short of it.
+        ok = []
+        for dx in (0, 1):
+            for dy in (0, 1):
+                window = (tfm.x0, tfm.y0, tfm.x0 + tfm.w + dx, tfm.y0 + tfm.h + dy)
+                inside = ((centres[:, 0] > window[0]) & (centres[:, 1] > window[1])
+                          & (centres[:, 0] < window[2]) & (centres[:, 1] < window[3]))
+                ok.append(_iou(window, boxes).min() >= aug.mode and inside.any())
+        assert any(ok), (tfm, aug.mode, _iou((tfm.x0, tfm.y0, tfm.x0 + tfm.w, tfm.y0 + tfm.h), boxes))
+    assert len(modes) >= 10 and max(modes) >= 0.5  # the draws did exercise the crop path
     np.random.seed(0)
     assert T.RandomResize([(5, 7)]).get_transform(np.zeros((3, 3))).new_w == 7
 

@@ -73,8 +73,12 @@ def test_padding_constraints():
         imgs, padding_constraints={"square_size": 13, "size_divisibility": 8}
     )
     assert il.tensor.shape == (2, 3, 16, 16)
-    with pytest.raises(ValueError, match="square_size=8 is smaller"):
+    with pytest.raises(ValueError, match="square_size=8 is smaller") as e:
         ImageList.from_tensors(imgs, padding_constraints={"square_size": 8})
+    msg = str(e.value)
+    assert "(10, 7)" in msg and "image 1 is (10, 4)" in msg
+    assert "padding_constraints" in msg and "square_pad" in msg
+    assert "max_size" in msg and "must not exceed 8" in msg
 
 
 def test_errors_name_the_culprit():

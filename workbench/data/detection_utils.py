@@ -272,8 +272,10 @@ def annotations_to_instances(annos: List[Dict[str, Any]], image_size: Tuple[int,
             if bad:
                 raise ValueError(
                     f"INPUT.MASK_FORMAT is 'polygon' but instance {bad[0]} has a "
-                    f"{type(segms[bad[0]]).__name__} segmentation (RLE or a mask array); use "
-                    "mask_format='bitmask' (cfg.INPUT.MASK_FORMAT = 'bitmask') for such data."
+                    f"{type(segms[bad[0]]).__name__} segmentation (RLE or a mask array), not a list of "
+                    "polygons; set INPUT.MASK_FORMAT bitmask (cfg.INPUT.MASK_FORMAT = 'bitmask', or "
+                    "mask_format='bitmask') for such data. workbench's built-in Cityscapes instance "
+                    "datasets give RLE masks, unlike detectron2's polygons."
                 )
             try:
                 masks = PolygonMasks(segms)

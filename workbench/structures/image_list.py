@@ -113,9 +113,15 @@ class ImageList:
             if square_size > 0:
                 if max_h > square_size or max_w > square_size:
                     # detectron2 would crop (single image) or fail in copy_ (batch); say why.
+                    big = max(range(len(image_sizes)), key=lambda k: max(image_sizes[k]))
                     raise ValueError(
                         f"square_size={square_size} is smaller than the largest image "
-                        f"({max_h}, {max_w})"
+                        f"({max_h}, {max_w}) (image {big} is {image_sizes[big]}). square_size comes "
+                        f"from padding_constraints (the backbone's `padding_constraints`, "
+                        f"its square_pad, e.g. FPN / ViTDet's SimpleFeaturePyramid(square_pad=...)): "
+                        f"every image must fit in it, so the test-time resize's max_size "
+                        f"(e.g. INPUT.MAX_SIZE_TEST / ResizeShortestEdge max_size) must not "
+                        f"exceed {square_size}"
                     )
                 max_h = max_w = square_size
             if "size_divisibility" in padding_constraints:

@@ -6,7 +6,8 @@ metadata (class names, colours) to show a model's predictions. ``DatasetCatalog.
 first checks that the files are there and otherwise raises a :class:`FileNotFoundError`
 naming the missing path and the environment variable. The expected layout is detectron2's
 ``datasets/README.md``: ``coco/{train,val}2017``, ``coco/annotations/*.json``, ``lvis/*.json``,
-``cityscapes/{leftImg8bit,gtFine}``, ``VOC20{07,12}``, ``ADEChallengeData2016``.
+``cityscapes/{leftImg8bit,gtFine}`` (instances as RLE masks: use ``INPUT.MASK_FORMAT bitmask``),
+``VOC20{07,12}``, ``ADEChallengeData2016``.
 
 Imported by :mod:`workbench.data.datasets`, so ``import workbench.data`` registers them.
 """
@@ -19,13 +20,15 @@ from typing import Any, Dict, List, Sequence
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .builtin_meta import ADE20K_SEM_SEG_CATEGORIES, _get_builtin_metadata
 from .cityscapes import load_cityscapes_instances, load_cityscapes_semantic
+from .cityscapes_panoptic import _RAW_CITYSCAPES_PANOPTIC_SPLITS
+from .cityscapes_panoptic import register_all_cityscapes_panoptic as _register_cityscapes_panoptic
 from .coco import load_sem_seg, register_coco_instances
 from .coco_panoptic import register_coco_panoptic, register_coco_panoptic_separated
 from .lvis import get_lvis_instances_meta, register_lvis_instances
 from .pascal_voc import register_pascal_voc
 
 __all__ = ["register_all", "register_all_coco", "register_all_lvis", "register_all_cityscapes",
-           "register_all_pascal_voc", "register_all_ade20k"]
+           "register_all_cityscapes_panoptic", "register_all_pascal_voc", "register_all_ade20k"]
 
 ENV_VAR = "DETECTRON2_DATASETS"
 
@@ -148,21 +151,35 @@ def register_all_lvis(root: str) -> None:
 
 
 def register_all_cityscapes(root: str) -> None:
-    """Cityscapes fine instance segmentation (RLE masks, see :mod:`.cityscapes`) and semantic
-    segmentation."""
+    """Cityscapes fine instance segmentation and semantic segmentation.
+
+    Unlike detectron2, the instance datasets give **RLE masks** (read from the
+    ``gtFine_instanceIds.png`` files; detectron2 makes polygons from the json with shapely,
+    which workbench does not depend on), so train them with ``INPUT.MASK_FORMAT bitmask``
+    (detectron2's ``Cityscapes/mask_rcnn_R_50_FPN.yaml`` sets ``polygon``). Their metadata
+    says so: ``mask_format="bitmask"``.
+    """
     for key, (image_dir, gt_dir) in _RAW_CITYSCAPES_SPLITS.items():
         meta = _get_builtin_metadata("cityscapes")
         image_dir, gt_dir = os.path.join(root, image_dir), os.path.join(root, gt_dir)
         inst_key = key.format(task="instance_seg")
         DatasetCatalog.register(inst_key, lambda x=image_dir, y=gt_dir: load_cityscapes_instances(x, y))
         MetadataCatalog.get(inst_key).set(image_dir=image_dir, gt_dir=gt_dir,
-                                          evaluator_type="cityscapes_instance", **meta)
+                                          evaluator_type="cityscapes_instance", mask_format="bitmask", **meta)
         _require_files(inst_key, [image_dir, gt_dir])
         sem_key = key.format(task="sem_seg")
         DatasetCatalog.register(sem_key, lambda x=image_dir, y=gt_dir: load_cityscapes_semantic(x, y))
         MetadataCatalog.get(sem_key).set(image_dir=image_dir, gt_dir=gt_dir, evaluator_type="cityscapes_sem_seg",
                                          ignore_label=255, **meta)
         _require_files(sem_key, [image_dir, gt_dir])
+
+
+def register_all_cityscapes_panoptic(root: str) -> None:
+    """Cityscapes fine panoptic segmentation (train / val), as detectron2's
+    ``register_all_cityscapes_panoptic`` (see :mod:`.cityscapes_panoptic`)."""
+    _register_cityscapes_panoptic(root)
+    for key, (image_dir, _, gt_json) in _RAW_CITYSCAPES_PANOPTIC_SPLITS.items():
+        _require_files(key, [os.path.join(root, image_dir), os.path.join(root, gt_json)])
 
 
 def register_all_pascal_voc(root: str) -> None:
@@ -197,6 +214,7 @@ def register_all(root: str) -> None:
     register_all_coco(root)
     register_all_lvis(root)
     register_all_cityscapes(root)
+    register_all_cityscapes_panoptic(root)
     register_all_pascal_voc(root)
     register_all_ade20k(root)
 

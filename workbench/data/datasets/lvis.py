@@ -65,45 +65,64 @@ def load_lvis_json(json_file: str, image_root: str, dataset_name: Optional[str] 
         meta = get_lvis_instances_meta(dataset_name)
         MetadataCatalog.get(dataset_name).set(**meta)
 
+    def field(obj: Dict[str, Any], key: str, where: str) -> Any:
+        try:
+            return obj[key]
+        except KeyError:
+            raise ValueError(f"{where} in '{json_file}' has no {key!r} key (LVIS json format).") from None
+
+    if "images" not in data:
+        raise ValueError(f"'{json_file}' has no 'images' list (LVIS json format).")
     anns_per_image: Dict[Any, List[Dict[str, Any]]] = defaultdict(list)
-    for ann in data.get("annotations", []):
-        anns_per_image[ann["image_id"]].append(ann)
-    ann_ids = [ann["id"] for ann in data.get("annotations", [])]
+    for i, ann in enumerate(data.get("annotations", [])):
+        anns_per_image[field(ann, "image_id", f"Annotation {ann.get('id', f'#{i}')}")].append(ann)
+    ann_ids = [field(ann, "id", f"Annotation #{i} (of image {ann['image_id']})")
+               for i, ann in enumerate(data.get("annotations", []))]
     if len(set(ann_ids)) != len(ann_ids):
         raise ValueError(f"Annotation ids in '{json_file}' are not unique.")
-    images = sorted(data["images"], key=lambda im: im["id"])
+    images = sorted(data["images"], key=lambda im: field(im, "id", f"An image (keys {sorted(im)})"))
     logger.info("Loaded %d images in the LVIS format from %s", len(images), json_file)
 
     id_map = meta.get("thing_dataset_id_to_contiguous_id")
     extra_annotation_keys = list(extra_annotation_keys or [])
     dataset_dicts = []
     for img in images:
-        split_folder, file_name = img["coco_url"].split("/")[-2:]
         image_id = img["id"]
+        where = f"Image {image_id}"
+        coco_url = field(img, "coco_url", where)
+        if not isinstance(coco_url, str) or coco_url.count("/") < 1:
+            raise ValueError(f"Image {image_id} in '{json_file}' has coco_url {coco_url!r}; expected a URL ending "
+                             "in '<split folder>/<file name>' (e.g. http://images.cocodataset.org/val2017/x.jpg).")
+        split_folder, file_name = coco_url.split("/")[-2:]
         record = {
             "file_name": os.path.join(image_root, split_folder, file_name),
-            "height": img["height"],
-            "width": img["width"],
+            "height": field(img, "height", where),
+            "width": field(img, "width", where),
             "not_exhaustive_category_ids": img.get("not_exhaustive_category_ids", []),
             "neg_category_ids": img.get("neg_category_ids", []),
             "image_id": image_id,
         }
         objs = []
         for anno in anns_per_image.get(image_id, []):
-            segm = anno["segmentation"]
+            where = f"Annotation {anno['id']} of image {image_id}"
+            segm = field(anno, "segmentation", where)
             if not segm or any(len(poly) % 2 or len(poly) < 6 for poly in segm):
                 raise ValueError(
                     f"Annotation {anno.get('id')} of image {image_id} in '{json_file}' has no polygon "
                     "or a polygon with fewer than 3 points.")
+            category_id = field(anno, "category_id", where)
+            if id_map and category_id not in id_map:
+                raise ValueError(f"{where} in '{json_file}' has category_id {category_id}, which is not in the "
+                                 f"metadata of {dataset_name!r} ({len(id_map)} categories).")
             obj = {
-                "bbox": anno["bbox"],
+                "bbox": field(anno, "bbox", where),
                 "bbox_mode": BoxMode.XYWH_ABS,
                 # LVIS ids are 1..K; a "cocofied" dataset maps them through the COCO metadata.
-                "category_id": id_map[anno["category_id"]] if id_map else anno["category_id"] - 1,
+                "category_id": id_map[category_id] if id_map else category_id - 1,
                 "segmentation": segm,
             }
             for key in extra_annotation_keys:
-                obj[key] = anno[key]
+                obj[key] = field(anno, key, where)
             objs.append(obj)
         record["annotations"] = objs
         dataset_dicts.append(record)

@@ -19,6 +19,25 @@ CLASS_NAMES = (
 )
 
 
+def _xml_text(node: ET.Element, path: str, anno_file: str, fileid: str) -> str:
+    """Text of ``node.find(path)``; a missing or empty element is an error naming the xml file."""
+    found = node.find(path)
+    if found is None or found.text is None or not found.text.strip():
+        raise ValueError(f"VOC annotation {anno_file} (image id {fileid!r}) has no <{path}> "
+                         f"{'under <' + node.tag + '>' if node.tag != 'annotation' else ''}; expected VOC's "
+                         "<size><width/><height/></size> and <object><name/><bndbox>xmin..ymax</bndbox></object>.")
+    return found.text.strip()
+
+
+def _xml_number(node: ET.Element, path: str, anno_file: str, fileid: str, kind: type) -> float:
+    text = _xml_text(node, path, anno_file, fileid)
+    try:
+        return kind(float(text)) if kind is int else kind(text)
+    except ValueError:
+        raise ValueError(f"VOC annotation {anno_file} (image id {fileid!r}): <{path}> is {text!r}, "
+                         "expected a number.") from None
+
+
 def load_voc_instances(dirname: str, split: str, class_names: Sequence[str]) -> List[Dict[str, Any]]:
     """Reads the VOC images listed in ``ImageSets/Main/<split>.txt``.
 
@@ -39,20 +58,23 @@ def load_voc_instances(dirname: str, split: str, class_names: Sequence[str]) -> 
     dicts = []
     for fileid in fileids:
         anno_file = os.path.join(dirname, "Annotations", fileid + ".xml")
-        tree = ET.parse(anno_file)
+        try:
+            tree = ET.parse(anno_file)
+        except ET.ParseError as e:
+            raise ValueError(f"VOC annotation {anno_file} (image id {fileid!r}) is not valid XML: {e}") from None
+        root = tree.getroot()
         record: Dict[str, Any] = {
             "file_name": os.path.join(dirname, "JPEGImages", fileid + ".jpg"),
             "image_id": fileid,
-            "height": int(tree.findall("./size/height")[0].text),
-            "width": int(tree.findall("./size/width")[0].text),
+            "height": _xml_number(root, "size/height", anno_file, fileid, int),
+            "width": _xml_number(root, "size/width", anno_file, fileid, int),
         }
         instances = []
-        for obj in tree.findall("object"):
-            cls = obj.find("name").text
+        for obj in root.findall("object"):
+            cls = _xml_text(obj, "name", anno_file, fileid)
             if cls not in class_names:
                 raise KeyError(f"Unknown class {cls!r} in {anno_file}; known classes: {class_names}.")
-            bndbox = obj.find("bndbox")
-            bbox = [float(bndbox.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")]
+            bbox = [_xml_number(obj, "bndbox/" + k, anno_file, fileid, float) for k in ("xmin", "ymin", "xmax", "ymax")]
             bbox[0] -= 1.0
             bbox[1] -= 1.0
             instances.append({"category_id": class_names.index(cls), "bbox": bbox, "bbox_mode": BoxMode.XYXY_ABS})

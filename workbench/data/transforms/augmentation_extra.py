@@ -95,6 +95,12 @@ class FixedSizeCrop(Augmentation):
     def __init__(self, crop_size: Tuple[int, int], pad: bool = True, pad_value: float = 128.0,
                  seg_pad_value: int = 255) -> None:
         super().__init__()
+        if (not isinstance(crop_size, (tuple, list)) or len(crop_size) != 2
+                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+                           for v in crop_size)):
+            raise ValueError(f"FixedSizeCrop(crop_size=) must be (height, width), two positive ints, "
+                             f"got {crop_size!r}.")
+        crop_size = (int(crop_size[0]), int(crop_size[1]))
         self._init(locals())
 
     def _get_crop(self, image: np.ndarray) -> Transform:
@@ -206,18 +212,29 @@ class RandomExtent(Augmentation):
 
     def __init__(self, scale_range: Tuple[float, float], shift_range: Tuple[float, float]) -> None:
         super().__init__()
+        for name, value in (("scale_range", scale_range), ("shift_range", shift_range)):
+            if (not isinstance(value, (tuple, list, np.ndarray)) or len(value) != 2
+                    or not all(isinstance(v, (int, float, np.number)) for v in value)):
+                raise ValueError(f"RandomExtent({name}=) must be two numbers, got {value!r}.")
+        if not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"RandomExtent(scale_range=) must be (lo, hi) with 0 < lo <= hi, got {scale_range!r}.")
         self._init(locals())
 
     def get_transform(self, image: np.ndarray) -> Transform:
         img_h, img_w = image.shape[:2]
         src_rect = np.array([-0.5 * img_w, -0.5 * img_h, 0.5 * img_w, 0.5 * img_h])  # centred
-        src_rect *= np.random.uniform(self.scale_range[0], self.scale_range[1])
+        scale = np.random.uniform(self.scale_range[0], self.scale_range[1])
+        src_rect *= scale
         src_rect[0::2] += self.shift_range[0] * img_w * (np.random.rand() - 0.5)
         src_rect[1::2] += self.shift_range[1] * img_h * (np.random.rand() - 0.5)
         src_rect[0::2] += 0.5 * img_w
         src_rect[1::2] += 0.5 * img_h
-        return ExtentTransform(src_rect=tuple(float(v) for v in src_rect),
-                               output_size=(int(src_rect[3] - src_rect[1]), int(src_rect[2] - src_rect[0])))
+        out_h, out_w = int(src_rect[3] - src_rect[1]), int(src_rect[2] - src_rect[0])
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"RandomExtent(scale_range={tuple(self.scale_range)}) drew scale {scale:.4g}, which "
+                             f"turns the {img_h}x{img_w} (h x w) image into a {out_h}x{out_w} output; the "
+                             f"output must be at least 1x1, raise scale_range's lower bound.")
+        return ExtentTransform(src_rect=tuple(float(v) for v in src_rect), output_size=(out_h, out_w))
 
 
 class RandomContrast(Augmentation):

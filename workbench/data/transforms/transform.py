@@ -217,6 +217,11 @@ class CropTransform(Transform):
             raise NotImplementedError("CropTransform.inverse() needs orig_w and orig_h.")
         from .transform_extra import PadTransform
 
+        if self.x0 + self.w > self.orig_w or self.y0 + self.h > self.orig_h:
+            raise ValueError(
+                f"CropTransform.inverse(): the crop window (x0={self.x0}, y0={self.y0}, w={self.w}, h={self.h}) "
+                f"was larger than the image (w={self.orig_w}, h={self.orig_h}), so padding back would need "
+                f"negative padding (e.g. FixedSizeCrop on an image smaller than crop_size).")
         return PadTransform(self.x0, self.y0, self.orig_w - self.x0 - self.w,
                             self.orig_h - self.y0 - self.h, orig_w=self.w, orig_h=self.h)
 

@@ -229,8 +229,12 @@ class ExtentTransform(Transform):
         h, w = self.output_size
         single_channel = img.ndim == 3 and img.shape[2] == 1
         pil = Image.fromarray(np.ascontiguousarray(img[:, :, 0] if single_channel else img))
+        # ``is not None`` on purpose: Image.NEAREST == 0, so detectron2's ``interp if interp else
+        # self.interp`` silently bilinearly interpolates segmentation labels. We deliberately
+        # differ from detectron2 here (which has that bug).
+        resample = interp if interp is not None else self.interp
         pil = pil.transform(size=(w, h), method=Image.EXTENT, data=self.src_rect,
-                            resample=interp if interp else self.interp, fill=self.fill)
+                            resample=resample, fill=self.fill)
         out = np.asarray(pil)
         return out[:, :, None] if single_channel else out
 
@@ -274,6 +278,12 @@ class RotationTransform(Transform):
             on the result); otherwise keep (h, w) and cut the corners.
         center: (x, y) rotation centre in pixels; default the image centre (w / 2, h / 2).
         interp: OpenCV flag (0 nearest, 1 bilinear (default), 2 bicubic) or a mode string.
+
+    The geometry is OpenCV's ``warpAffine`` (pixel centres at integer indices, zeros outside the
+    image); bilinear uint8 results match OpenCV to about one grey level. Nearest-neighbour
+    results (used for segmentation) can differ from OpenCV where a source coordinate falls
+    exactly on a .5 tie between two pixels (``grid_sample`` rounds half to even, OpenCV's
+    fixed-point arithmetic rounds differently).
     """
 
     def __init__(self, h: int, w: int, angle: float, expand: bool = True,
@@ -301,7 +311,9 @@ class RotationTransform(Transform):
         return rm
 
     def apply_image(self, img: np.ndarray, interp: Union[int, str, None] = None) -> np.ndarray:
-        if len(img) == 0 or self.angle % 360 == 0:
+        if img.size == 0 or self.angle % 360 == 0:
+            # detectron2 returns empty images unchanged (it checks only len(img), i.e. H == 0; an
+            # empty width is treated the same here instead of failing inside grid_sample).
             return img
         _check_size(img, self.h, self.w, "RotationTransform")
         interp = self.interp if interp is None else interp
@@ -311,13 +323,15 @@ class RotationTransform(Transform):
         inv = np.linalg.inv(full)[:2]
         ys, xs = np.meshgrid(np.arange(self.bound_h), np.arange(self.bound_w), indexing="ij")
         src = np.stack([xs, ys, np.ones_like(xs)], axis=-1).astype(np.float64) @ inv.T  # (bh, bw, 2)
-        # Pixel index -> [-1, 1] with align_corners=True (index 0 -> -1, index n-1 -> 1).
+        # Pixel index -> [-1, 1] with align_corners=False: -1 / 1 are the outer edges of the first /
+        # last pixel, so pixel centre i is (2 * i + 1) / size - 1. (align_corners=True maps index
+        # n-1 to 1 and breaks down for 1-pixel-high or -wide images.)
         grid = np.empty_like(src)
-        grid[..., 0] = 2 * src[..., 0] / max(self.w - 1, 1) - 1
-        grid[..., 1] = 2 * src[..., 1] / max(self.h - 1, 1) - 1
+        grid[..., 0] = (2 * src[..., 0] + 1) / self.w - 1
+        grid[..., 1] = (2 * src[..., 1] + 1) / self.h - 1
         t = _to_float_tensor(img)
         out = F.grid_sample(t, torch.from_numpy(grid).to(t.dtype)[None].expand(t.shape[0], -1, -1, -1),
-                            mode=mode, padding_mode="zeros", align_corners=True)
+                            mode=mode, padding_mode="zeros", align_corners=False)
         return _to_numpy(out, img.ndim, img.dtype)
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
