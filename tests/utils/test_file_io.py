@@ -1,9 +1,12 @@
 """PathManager over the local file system, custom handlers, and the default prefixes.
 
-Nothing here downloads: URL handlers are checked by where they would fetch from.
+Nothing here downloads: URL handlers are checked by where they would fetch from, and the
+network is replaced by a fake ``urlopen`` where a download runs.
 """
 
+import io
 import os
+import urllib.error
 
 import pytest
 
@@ -127,3 +130,68 @@ def test_default_manager_serves_urls_and_detectron2_prefix(monkeypatch):
 
 def test_module_exports():
     assert {"PathManager", "PathHandler"} <= set(file_io.__all__)
+
+
+class _FakeResponse(io.BytesIO):
+    """What ``urllib.request.urlopen`` returns, for the catalog's download loop."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.headers = {"Content-Length": str(len(data))}
+
+
+def _fake_urlopen(monkeypatch, data=None):
+    """Replace the network: ``data`` is served for every URL, or (None) every fetch fails."""
+    from workbench.checkpoint import catalog
+
+    calls = []
+
+    def urlopen(url, timeout=None):
+        calls.append(url)
+        if data is None:
+            raise urllib.error.URLError("offline (fake)")
+        return _FakeResponse(data)
+
+    monkeypatch.setattr(catalog.urllib.request, "urlopen", urlopen)
+    return calls
+
+
+URL = "https://example.invalid/models/weights.bin"
+
+
+def _cached(tmp_path, content):
+    from workbench.checkpoint import catalog
+
+    dst = catalog.cache_path_for_url(URL, str(tmp_path))
+    os.makedirs(os.path.dirname(dst))
+    with open(dst, "wb") as f:
+        f.write(content)
+    return dst
+
+
+def test_forced_refresh_while_offline_keeps_the_cached_copy(tmp_path, monkeypatch):
+    from workbench.checkpoint.catalog import DownloadError
+
+    dst = _cached(tmp_path, b"good cached bytes")
+    calls = _fake_urlopen(monkeypatch, data=None)
+    with pytest.raises(DownloadError, match="offline"):
+        PathManager.get_local_path(URL, force=True, cache_dir=str(tmp_path), progress=False)
+    assert calls == [URL]
+    with open(dst, "rb") as f:
+        assert f.read() == b"good cached bytes"
+    assert os.listdir(os.path.dirname(dst)) == ["weights.bin"]  # no temporary file left behind
+    # Without force the cached copy is used as it is, network or not.
+    assert PathManager.get_local_path(URL, cache_dir=str(tmp_path)) == dst
+    assert calls == [URL]
+
+
+def test_forced_refresh_replaces_the_cached_copy(tmp_path, monkeypatch):
+    dst = _cached(tmp_path, b"old")
+    calls = _fake_urlopen(monkeypatch, data=b"new bytes")
+    assert PathManager.get_local_path(URL, cache_dir=str(tmp_path), progress=False) == dst
+    assert calls == []  # cached: nothing fetched
+    got = PathManager.get_local_path(URL, force=True, cache_dir=str(tmp_path), progress=False)
+    assert got == dst and calls == [URL]
+    with open(dst, "rb") as f:
+        assert f.read() == b"new bytes"
+    assert os.listdir(os.path.dirname(dst)) == ["weights.bin"]

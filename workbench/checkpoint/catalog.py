@@ -214,13 +214,17 @@ def download(url: str, dst: str, *, progress: bool = True, check_hash: bool = Tr
     return dst
 
 
-def get_local_path(path: str, *, cache_dir: Optional[str] = None, progress: bool = True) -> str:
+def get_local_path(path: str, *, cache_dir: Optional[str] = None, progress: bool = True,
+                   force: bool = False) -> str:
     """A local file holding the checkpoint ``path`` names, downloading it on first use.
 
     Args:
         path: Local path, ``file://``, ``http(s)://`` or ``detectron2://`` (see module doc).
         cache_dir: Overrides :func:`get_cache_dir` for URLs.
         progress: Show a progress bar while downloading.
+        force: For URLs, download again even if the file is cached. The new download replaces
+            the cached file only once complete and verified (see :func:`download`), so a
+            failed refresh (offline, bad checksum) raises and leaves the cached copy as it was.
 
     Raises:
         FileNotFoundError: A local path that does not exist.
@@ -239,7 +243,7 @@ def get_local_path(path: str, *, cache_dir: Optional[str] = None, progress: bool
             raise FileNotFoundError(f"Checkpoint '{path}' {what}.")
         return local
     dst = cache_path_for_url(url, cache_dir)
-    if os.path.isfile(dst):
+    if os.path.isfile(dst) and not force:
         logger.info("Using cached %s for %s", dst, path)
         return dst
     return download(url, dst, progress=progress)

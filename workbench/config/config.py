@@ -32,9 +32,11 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 import yaml
 from yacs.config import CfgNode as _YacsCfgNode
 
+from .configurable import configurable  # detectron2 defines it in config/config.py
 from .safe_eval import SafeEvalLoader
 
-__all__ = ["BASE_KEY", "CfgNode", "ConfigKeyError", "get_cfg", "global_cfg", "set_global_cfg"]
+__all__ = ["BASE_KEY", "CfgNode", "ConfigKeyError", "configurable", "get_cfg", "global_cfg",
+           "set_global_cfg"]
 
 logger = logging.getLogger(__name__)
 

@@ -11,11 +11,15 @@ from .defaults import (
     default_setup,
     default_writers,
 )
-from .hooks import HookBase
-from .launch import launch
+from .hooks import (BestCheckpointer, CallbackHook, EvalHook, HookBase, IterationTimer, LRScheduler,
+                    PeriodicCheckpointer, PeriodicWriter)
+from .launch import DEFAULT_TIMEOUT, launch
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
 __all__ = [
     "AMPTrainer", "DefaultPredictor", "DefaultTrainer", "HookBase", "SimpleTrainer", "TrainerBase",
     "create_ddp_model", "default_argument_parser", "default_setup", "default_writers", "hooks", "launch",
+    # as in detectron2.engine (its `from .hooks import *` / `from .launch import *`):
+    "DEFAULT_TIMEOUT", "BestCheckpointer", "CallbackHook", "EvalHook", "IterationTimer", "LRScheduler",
+    "PeriodicCheckpointer", "PeriodicWriter",
 ]

@@ -7,6 +7,7 @@ from .aspp import ASPP
 from .cycle_batch_norm import CycleBatchNormList
 from .deform_conv import DeformConv, ModulatedDeformConv
 from .layer_norm import LayerNorm
+from .mask_ops import paste_masks_in_image
 from .losses import ciou_loss, diou_loss, giou_loss, sigmoid_focal_loss, smooth_l1_loss
 from .nms import batched_nms, nms
 from .nms_rotated import batched_nms_rotated, nms_rotated

@@ -13,8 +13,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from .layer_norm import LayerNorm
+# detectron2 defines CycleBatchNormList in layers/batch_norm.py; workbench in cycle_batch_norm.py.
+from .cycle_batch_norm import CycleBatchNormList
 
-__all__ = ["FrozenBatchNorm2d", "get_norm", "NaiveSyncBatchNorm"]
+__all__ = ["FrozenBatchNorm2d", "get_norm", "NaiveSyncBatchNorm", "CycleBatchNormList"]
 
 
 class FrozenBatchNorm2d(nn.Module):

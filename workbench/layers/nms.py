@@ -11,7 +11,10 @@ from torchvision.ops import nms
 
 from workbench.utils import perf
 
-__all__ = ["nms", "batched_nms"]
+# detectron2 defines the rotated variants in layers/nms.py; workbench in layers/nms_rotated.py.
+from .nms_rotated import batched_nms_rotated, nms_rotated
+
+__all__ = ["nms", "batched_nms", "nms_rotated", "batched_nms_rotated"]
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,

@@ -15,10 +15,12 @@ from .backbone import (
     BasicStem,
     BottleneckBlock,
     ResNet,
+    ResNetBlockBase,
     build_backbone,
     build_resnet_backbone,
     build_resnet_fpn_backbone,
     build_retinanet_resnet_fpn_backbone,
+    make_stage,
 )
 from .backbone import MViT, SimpleFeaturePyramid, ViT, get_vit_lr_decay_rate
 from .backbone import SwinTransformer

@@ -14,6 +14,7 @@ from .lr_scheduler import (
     CosineParamScheduler,
     LinearParamScheduler,
     LRMultiplier,
+    LRScheduler,
     MultiStepParamScheduler,
     ParamScheduler,
     StepWithFixedGammaParamScheduler,
@@ -24,7 +25,7 @@ from .lr_scheduler import (
 
 __all__ = [
     "CompositeParamScheduler", "ConstantParamScheduler", "CosineParamScheduler", "GradientClipType",
-    "LRMultiplier", "LinearParamScheduler", "MultiStepParamScheduler", "ParamScheduler",
+    "LRMultiplier", "LRScheduler", "LinearParamScheduler", "MultiStepParamScheduler", "ParamScheduler",
     "StepWithFixedGammaParamScheduler", "WarmupCosineLR", "WarmupMultiStepLR", "WarmupParamScheduler",
     "build_lr_scheduler", "build_optimizer", "get_default_optimizer_params",
     "maybe_add_gradient_clipping", "reduce_param_groups",

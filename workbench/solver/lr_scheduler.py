@@ -15,11 +15,12 @@ import math
 from typing import List, Optional, Sequence
 
 import torch
+from torch.optim.lr_scheduler import LRScheduler  # detectron2 re-exports it from here
 
 __all__ = [
     "ParamScheduler", "ConstantParamScheduler", "LinearParamScheduler", "CosineParamScheduler",
     "MultiStepParamScheduler", "StepWithFixedGammaParamScheduler", "CompositeParamScheduler",
-    "WarmupParamScheduler", "LRMultiplier", "WarmupMultiStepLR", "WarmupCosineLR",
+    "WarmupParamScheduler", "LRMultiplier", "LRScheduler", "WarmupMultiStepLR", "WarmupCosineLR",
 ]
 
 

@@ -138,11 +138,9 @@ class HTTPURLHandler(PathHandler):
         # Imported here: the checkpoint package imports much more than file access needs.
         from workbench.checkpoint import catalog
 
-        if force:
-            dst = catalog.cache_path_for_url(path, kwargs.get("cache_dir"))
-            if os.path.isfile(dst):
-                os.remove(dst)
-        return catalog.get_local_path(path, **kwargs)
+        # force: the catalog downloads again and replaces the cached file atomically; if the
+        # download fails, the cached copy is still there.
+        return catalog.get_local_path(path, force=force, **kwargs)
 
 
 class Detectron2Handler(PathHandler):

@@ -28,5 +28,6 @@ from .roi_heads import (
     select_foreground_proposals,
     select_proposals_with_visible_keypoints,
 )
+from .rotated_fast_rcnn import RROIHeads
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]
