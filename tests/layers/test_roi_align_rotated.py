@@ -128,3 +128,38 @@ def test_bad_rois_name_the_problem():
         roi_align_rotated(torch.zeros(1, 1, 4, 4), torch.tensor([[0, 1.0, 1.0, -1.0, 1.0, 0.0]]), 2, 1.0, 0)
     with pytest.raises(ValueError, match="batch indices"):
         roi_align_rotated(torch.zeros(1, 1, 4, 4), torch.tensor([[3, 1.0, 1.0, 1.0, 1.0, 0.0]]), 2, 1.0, 0)
+
+
+def test_non_finite_rois_name_the_roi():
+    rois = torch.tensor([[0, 1.0, 1.0, 1.0, 1.0, 0.0], [0, 1.0, 1.0, float("nan"), 1.0, 0.0]])
+    with pytest.raises(ValueError, match="ROI 1 is not finite"):
+        roi_align_rotated(torch.zeros(1, 1, 4, 4), rois, 2, 1.0, 2)
+    rois[1, 3] = float("inf")
+    with pytest.raises(ValueError, match="ROI 1 is not finite"):
+        roi_align_rotated(torch.zeros(1, 1, 4, 4), rois, 2, 1.0, 0)
+
+
+def test_a_single_huge_roi_is_chunked_along_both_grid_axes(monkeypatch):
+    mod = sys.modules["workbench.layers.roi_align_rotated"]
+    feat = torch.rand(1, 2, 8, 8, dtype=torch.float64)
+    rois = torch.tensor([[0, 4.0, 4.0, 60.0, 50.0, 20.0]], dtype=torch.float64)
+    full = roi_align_rotated(feat, rois, (2, 2), 1.0, 0)
+    seen = []
+    sample_points = mod._sample_points
+
+    def spy(rois, spatial_scale, pooled, rows, cols, grid_hw):
+        seen.append((rows[1] - rows[0]) * (cols[1] - cols[0]))
+        return sample_points(rois, spatial_scale, pooled, rows, cols, grid_hw)
+
+    monkeypatch.setattr(mod, "_sample_points", spy)
+    monkeypatch.setattr(mod, "_VALUES_PER_CHUNK", 2 * 2 * 2 * 7)  # less than one grid row (Gw 30)
+    assert torch.allclose(roi_align_rotated(feat, rois, (2, 2), 1.0, 0), full)
+    assert max(seen) <= 7 and len(seen) > 25  # never a whole grid row at once
+
+
+def test_an_absurdly_large_adaptive_roi_is_refused_not_run_for_hours():
+    rois = torch.tensor([[0, 5.0, 5.0, 1.0, 3.0, 0.0], [0, 5.0, 5.0, 1e9, 1e9, 0.0]])
+    with pytest.raises(ValueError, match="ROI 1 .*sampling_ratio"):
+        roi_align_rotated(torch.rand(1, 2, 8, 8), rois, 7, 1.0, 0)
+    # A fixed sampling ratio bounds the work: it runs.
+    assert roi_align_rotated(torch.rand(1, 2, 8, 8), rois, 7, 1.0, 2).shape == (2, 2, 7, 7)

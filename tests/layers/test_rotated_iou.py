@@ -67,6 +67,23 @@ def test_identical_touching_and_zero_area_boxes():
     assert pairwise_iou_rotated(_t([0, 0, 0, 0, 0]), _t([0, 0, 1, 1, 0])).item() == 0
 
 
+def test_zero_area_boxes_are_pruned_before_the_pairs():
+    # detectron2's "too many boxes" case (5 x 1,289,035 all-zero boxes), smaller: every box has
+    # zero area, so no pair is computed and the answer is all zeros, at once.
+    import time
+
+    start = time.perf_counter()
+    iou = pairwise_iou_rotated(torch.zeros(5, 5), torch.zeros(200_000, 5))
+    assert iou.shape == (5, 200_000) and not iou.any()
+    assert time.perf_counter() - start < 5.0
+    # Zero-area boxes among real ones: only the real pairs get an IoU.
+    a = _t([0, 0, 0, 0, 0], [5, 5, 2, 2, 0], [5, 5, 2, 0, 30])
+    b = _t([5, 5, 2, 2, 0], [0, 0, 0, 0, 0], [5, 5, 2, 2, 45])
+    iou = pairwise_iou_rotated(a, b)
+    assert iou[0].tolist() == [0, 0, 0] and iou[2].tolist() == [0, 0, 0] and iou[:, 1].eq(0).all()
+    assert iou[1, 0] == pytest.approx(1.0) and 0 < iou[1, 2] < 1
+
+
 def test_precision_cases_of_detectron2():
     assert pairwise_iou_rotated(_t([565, 565, 10, 10, 0]), _t([565, 565, 10, 8.3, 0])).item() == \
         pytest.approx(0.83, rel=1e-5)

@@ -78,6 +78,18 @@ def test_pairwise_iou_refuses_upright_boxes():
         pairwise_iou_rotated(RotatedBoxes(torch.zeros(1, 5)), Boxes(torch.zeros(1, 4)))
 
 
+def test_upright_iou_functions_refuse_rotated_boxes():
+    from workbench.structures import matched_pairwise_iou, pairwise_ioa, pairwise_iou
+
+    r, b = RotatedBoxes(torch.tensor([[5.0, 5, 2, 2, 30]])), Boxes(torch.tensor([[0.0, 0, 4, 4]]))
+    for fn in (pairwise_iou, pairwise_ioa, matched_pairwise_iou):
+        with pytest.raises(TypeError, match="boxes1 is RotatedBoxes.*pairwise_iou_rotated"):
+            fn(r, b)
+        with pytest.raises(TypeError, match="boxes2 is RotatedBoxes"):
+            fn(b, r)
+    assert pairwise_iou(b, b).item() == 1.0
+
+
 def test_container_behaves_like_boxes():
     t = torch.tensor([[5.0, 3.0, 4.0, 2.0, 90.0], [1.0, 1.0, 0.0, 2.0, 0.0], [9.0, 9.0, 2.0, 2.0, 45.0]])
     b = RotatedBoxes(t)

@@ -13,7 +13,8 @@ When a traced input carries annotations (a dataset dict's ``"annotations"``, or 
     crowd         not a tp, and inside a crowd region (ignored, as COCO does)
 
 :meth:`Trace.why_missed` then follows an object no detection took back through the stages.
-Boxes are XYXY; ground truth is kept in original px (the outputs' frame).
+Boxes are XYXY, or (xc, yc, w, h, angle) rows for a rotated model (``RotatedBoxes``); the IoU
+follows the kind of box (:func:`box_iou`). Ground truth is kept in original px (the outputs' frame).
 """
 
 from __future__ import annotations
@@ -24,13 +25,42 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from workbench.structures import Boxes, BoxMode, pairwise_ioa, pairwise_iou
+from workbench.structures import (Boxes, BoxMode, RotatedBoxes, pairwise_ioa, pairwise_iou,
+                                  pairwise_iou_rotated)
 
 from .provenance import class_name
 
-__all__ = ["GroundTruth", "Match", "ground_truth_from_input", "match_detections", "BACKGROUND_IOU"]
+__all__ = ["GroundTruth", "Match", "ground_truth_from_input", "match_detections", "BACKGROUND_IOU",
+           "as_boxes", "box_iou"]
 
 BACKGROUND_IOU = 0.1  # below this IoU with every object, a detection is background (TIDE)
+
+
+def as_boxes(t: Tensor) -> Boxes:
+    """The box structure of a (N, 4) XYXY tensor (:class:`Boxes`) or (N, 5) XYWHA tensor
+    (:class:`RotatedBoxes`), by its data."""
+    return RotatedBoxes(t) if t.dim() == 2 and t.shape[-1] == 5 else Boxes(t)
+
+
+def box_iou(boxes1: Boxes, boxes2: Boxes) -> Tensor:
+    """(N, M) IoU of the kind of the boxes: rotated for two ``RotatedBoxes``, upright for two
+    ``Boxes``; a mix is refused (it has no single IoU)."""
+    r1, r2 = isinstance(boxes1, RotatedBoxes), isinstance(boxes2, RotatedBoxes)
+    if r1 != r2:
+        raise TypeError(f"Cannot compare {type(boxes1).__name__} with {type(boxes2).__name__}: "
+                        "both must be upright Boxes or both RotatedBoxes.")
+    return pairwise_iou_rotated(boxes1, boxes2) if r1 else pairwise_iou(boxes1, boxes2)
+
+
+def box_ioa(boxes1: Boxes, boxes2: Boxes) -> Tensor:
+    """(N, M) intersection over the area of the second box, of the kind of the boxes."""
+    if not isinstance(boxes1, RotatedBoxes):
+        return pairwise_ioa(boxes1, boxes2)
+    iou = box_iou(boxes1, boxes2).double()  # I = IoU (A1 + A2) / (1 + IoU)
+    a1, a2 = boxes1.area().double(), boxes2.area().double()
+    inter = iou * (a1[:, None] + a2[None, :]) / (1 + iou)
+    return torch.where(a2[None, :] > 0, inter / a2.clamp(min=1e-300)[None, :],
+                       torch.zeros_like(inter)).float()
 
 
 @dataclass
@@ -38,7 +68,7 @@ class GroundTruth:
     """The annotated objects of one image, in original px.
 
     Attributes:
-        boxes: (G, 4) XYXY.
+        boxes: (G, 4) XYXY, or (G, 5) XYWHA rotated boxes (angle in degrees).
         classes: (G,) contiguous class ids.
         crowd: (G,) bool, COCO ``iscrowd`` regions (never missed, never matched).
     """
@@ -62,28 +92,46 @@ def ground_truth_from_input(item: Any, model_input: Dict[str, Any], scale) -> Op
     """
     annos = item.get("annotations") if isinstance(item, dict) else None
     if annos is not None:
-        boxes, classes, crowd = [], [], []
+        boxes, classes, crowd, modes = [], [], [], set()
         for j, a in enumerate(annos):
             if "bbox" not in a or "category_id" not in a:
                 raise KeyError(f"annotation {j} of {item.get('file_name', 'the dataset dict')} needs "
                                f"'bbox' and 'category_id', got keys {sorted(a)}.")
-            mode = a.get("bbox_mode", BoxMode.XYWH_ABS)
-            boxes.append(BoxMode.convert(list(map(float, a["bbox"])), mode, BoxMode.XYXY_ABS))
+            mode = BoxMode(a.get("bbox_mode", BoxMode.XYWH_ABS))
+            rotated = mode == BoxMode.XYWHA_ABS  # kept rotated, as the rotated model sees it
+            modes.add(rotated)
+            if len(modes) > 1:
+                raise ValueError(f"annotation {j} of {item.get('file_name', 'the dataset dict')} "
+                                 "mixes rotated (XYWHA_ABS) and upright boxes in one image.")
+            bbox = list(map(float, a["bbox"]))
+            boxes.append(bbox if rotated else BoxMode.convert(bbox, mode, BoxMode.XYXY_ABS))
             classes.append(int(a["category_id"]))
             crowd.append(bool(a.get("iscrowd", 0)))
-        return GroundTruth(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        width = 5 if True in modes else 4
+        return GroundTruth(torch.tensor(boxes, dtype=torch.float32).reshape(-1, width),
                            torch.tensor(classes, dtype=torch.int64),
                            torch.tensor(crowd, dtype=torch.bool))
     inst = model_input.get("instances")
     if inst is None or not inst.has("gt_boxes"):
         return None
     sx, sy = scale
-    b = inst.gt_boxes.tensor.detach().to("cpu", torch.float32).clone()
-    b[:, 0::2] /= sx
-    b[:, 1::2] /= sy
+    # The structure's own scale: RotatedBoxes.scale keeps the angle of a rotated box right.
+    gt_boxes = inst.gt_boxes.clone().to("cpu")
+    gt_boxes.tensor = gt_boxes.tensor.detach().to(torch.float32)
+    gt_boxes.scale(1.0 / sx, 1.0 / sy)
+    b = gt_boxes.tensor
     classes = inst.gt_classes.detach().cpu().to(torch.int64) if inst.has("gt_classes") \
         else torch.zeros(len(b), dtype=torch.int64)
     return GroundTruth(b, classes, torch.zeros(len(b), dtype=torch.bool))
+
+
+def rotated_like(gt: GroundTruth) -> GroundTruth:
+    """Upright ground truth as rotated boxes of angle 0 (for a rotated model's detections)."""
+    if gt.boxes.shape[1] == 5:
+        return gt
+    xywh = BoxMode.convert(gt.boxes, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
+    return GroundTruth(BoxMode.convert(xywh, BoxMode.XYWH_ABS, BoxMode.XYWHA_ABS), gt.classes,
+                       gt.crowd)
 
 
 @dataclass
@@ -115,7 +163,8 @@ def match_detections(boxes: Tensor, scores: Tensor, classes: Tensor, gt: GroundT
     """Match one image's detections to its ground truth.
 
     Args:
-        boxes: (D, 4) XYXY original px; scores, classes: (D,).
+        boxes: (D, 4) XYXY (or (D, 5) rotated, like ``gt.boxes``) original px; scores,
+            classes: (D,).
 
     Returns:
         matches: D :class:`Match`, in the detections' order.
@@ -126,10 +175,14 @@ def match_detections(boxes: Tensor, scores: Tensor, classes: Tensor, gt: GroundT
     matches: List[Optional[Match]] = [None] * D
     if D == 0:
         return [], gt_detection
-    det = Boxes(boxes.detach().cpu().float())
-    gtb = Boxes(gt.boxes)
-    iou = pairwise_iou(det, gtb) if G else torch.zeros(D, 0)  # (D, G)
-    crowd_ioa = pairwise_ioa(det, gtb)[:, gt.crowd] if bool(gt.crowd.any()) else torch.zeros(D, 0)
+    if boxes.shape[-1] != gt.boxes.shape[-1]:
+        raise ValueError(f"The detections have {boxes.shape[-1]} coordinates per box but the "
+                         f"ground truth has {gt.boxes.shape[-1]}: rotated ground truth "
+                         "(XYWHA_ABS) needs a rotated model.")
+    det = as_boxes(boxes.detach().cpu().float())
+    gtb = as_boxes(gt.boxes)
+    iou = box_iou(det, gtb) if G else torch.zeros(D, 0)  # (D, G)
+    crowd_ioa = box_ioa(det, gtb)[:, gt.crowd] if bool(gt.crowd.any()) else torch.zeros(D, 0)
     iou = iou.masked_fill(gt.crowd[None, :], -1.0) if G else iou
     classes = classes.detach().cpu()
     taken = torch.zeros(G, dtype=torch.bool)

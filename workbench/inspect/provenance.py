@@ -49,14 +49,15 @@ class Provenance:
     Attributes:
         image: the image index.
         rows: (Oi,) row of each detection in the raw ``trace.instances[image]``.
-        boxes: (Oi, 4) final boxes in original px; ``boxes_input`` the same in input px.
+        boxes: (Oi, B) final boxes in original px (B = 4 XYXY, or 5 for rotated boxes);
+            ``boxes_input`` the same in input px.
         scores, classes: (Oi,) final score and class.
         level_names: the feature names the levels index ("p2".."p6").
         roi_index: (Oi,) the proposal (row of ``trace.proposals[image]``) each detection came from.
-        proposal_boxes: (Oi, 4) that proposal's box (input px); ``objectness`` its logit.
+        proposal_boxes: (Oi, B) that proposal's box (input px); ``objectness`` its logit.
         level: (Oi,) index of the anchor's feature level (``level_names[level]``).
         anchor_index: (Oi,) row of the anchor within its level (order y, x, anchor).
-        anchor_boxes: (Oi, 4) the anchor (input px).
+        anchor_boxes: (Oi, B) the anchor (input px).
         anchor_yxa: (Oi, 3) the anchor's cell (y, x) on its level and its cell-anchor index.
         pooler_level: (Oi,) feature map the ROI was pooled from (multi-level poolers), an
             index into ``pooler_features``.
@@ -66,7 +67,7 @@ class Provenance:
         logits: (Oi, K+1) class logits before NMS (RetinaNet: (Oi, K) sigmoid logits; cascade:
             last stage).
         probs: (Oi, K+1) the class scores inference used (cascade: stage mean).
-        class_boxes: (Oi, K, 4) (or (Oi, 1, 4)) decoded boxes of every class, before clipping.
+        class_boxes: (Oi, K, B) (or (Oi, 1, B)) decoded boxes of every class, before clipping.
         stage_embeddings, stage_logits: cascade only, one (Oi, D) / (Oi, K+1) per stage.
         mask_logits: (Oi, K, M, M) raw mask logits; keypoint_heatmaps (Oi, K, M, M).
     """
@@ -182,7 +183,8 @@ def anchor_cells(anchors, features: List[Tensor], level: Tensor, anchor_index: T
     """Anchor boxes and (y, x, a) cells for (level, row) pairs; rows of -1 give NaN / -1."""
     n = len(level)
     device = level.device
-    boxes = torch.full((n, 4), float("nan"), device=device)
+    width = anchors[0].tensor.shape[1] if len(anchors) else 4  # 4 (XYXY) or 5 (rotated)
+    boxes = torch.full((n, width), float("nan"), device=device)
     yxa = torch.full((n, 3), -1, dtype=torch.int64, device=device)
     for lvl, (a, f) in enumerate(zip(anchors, features)):
         sel = ((level == lvl) & (anchor_index >= 0)).nonzero()[:, 0]
@@ -277,8 +279,9 @@ def _box_fields(tr: "Trace", image: int, prov: Provenance, roi: Tensor, rows: Te
     prov.embeddings = last.embeddings[g]
     prov.logits = last.logits[g]
     prov.probs = box.scores[image][roi]
-    cb = box.boxes[image][roi]  # (Oi, K*4) or (Oi, 4)
-    prov.class_boxes = cb.reshape(len(roi), cb.shape[1] // 4, 4)  # (Oi, K*4) -> (Oi, K, 4)
+    cb = box.boxes[image][roi]  # (Oi, K*B) or (Oi, B), B = 4 (XYXY) or 5 (rotated)
+    B = prov.boxes_input.shape[1]
+    prov.class_boxes = cb.reshape(len(roi), cb.shape[1] // B, B)  # (Oi, K*B) -> (Oi, K, B)
     if len(box.stages) > 1:
         prov.stage_embeddings = [s.embeddings[g] for s in box.stages]
         prov.stage_logits = [s.logits[g] for s in box.stages]

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from workbench.modeling.recording import SKIP, record_stages
 from workbench.modeling.roi_heads.records import BoxRecord, KeypointRecord, MaskRecord
 from workbench.modeling.proposal_generator.rpn_record import RPNRecord
-from workbench.structures import ImageList, Instances
+from workbench.structures import Boxes, ImageList, Instances, RotatedBoxes
 
 from .hooks import describe
 
@@ -77,12 +77,14 @@ class Preprocessed:
         return len(self.images.image_sizes)
 
     def to_input(self, boxes: Tensor, image: int = 0) -> Tensor:
-        """Boxes (M, 4) XYXY in original pixels of ``image`` -> input pixels (a new tensor)."""
+        """Boxes (M, 4) XYXY, or rotated (M, 5) XYWHA, in original pixels of ``image`` -> input
+        pixels (a new tensor)."""
         sx, sy = self.scales[image]
         return _scale_boxes(boxes, sx, sy)
 
     def to_original(self, boxes: Tensor, image: int = 0) -> Tensor:
-        """Boxes (M, 4) XYXY in input pixels of ``image`` -> original pixels (a new tensor)."""
+        """Boxes (M, 4) XYXY, or rotated (M, 5) XYWHA, in input pixels of ``image`` -> original
+        pixels (a new tensor)."""
         sx, sy = self.scales[image]
         return _scale_boxes(boxes, 1.0 / sx, 1.0 / sy)
 
@@ -92,12 +94,16 @@ class Preprocessed:
 
 
 def _scale_boxes(boxes: Tensor, sx: float, sy: float) -> Tensor:
-    if boxes.dim() != 2 or boxes.shape[-1] != 4:
-        raise ValueError(f"Expected boxes of shape (M, 4) XYXY, got {tuple(boxes.shape)}.")
+    """Scaled through the box structure's own ``scale`` (a rotated box's angle and sides change
+    with unequal factors, see :meth:`RotatedBoxes.scale`)."""
+    if boxes.dim() != 2 or boxes.shape[-1] not in (4, 5):
+        raise ValueError(f"Expected boxes of shape (M, 4) XYXY or (M, 5) XYWHA, got "
+                         f"{tuple(boxes.shape)}.")
     out = boxes.clone().to(torch.float32) if boxes.dtype != torch.float64 else boxes.clone()
-    out[:, 0::2] *= sx
-    out[:, 1::2] *= sy
-    return out
+    structure = RotatedBoxes(out) if out.shape[-1] == 5 else Boxes(out)
+    structure.tensor = out  # keep float64 boxes float64 (the constructors make float32)
+    structure.scale(sx, sy)
+    return structure.tensor
 
 
 def preprocess(model: nn.Module, batched_inputs: List[Dict[str, Any]]) -> Preprocessed:

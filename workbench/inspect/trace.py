@@ -33,7 +33,8 @@ from workbench.structures import Instances
 from workbench.utils.events import EventStorage
 
 from . import stages as S
-from .ground_truth import GroundTruth, Match, ground_truth_from_input, match_detections
+from .ground_truth import (GroundTruth, Match, ground_truth_from_input, match_detections,
+                           rotated_like)
 from .hooks import Captured, capture, describe
 from .provenance import Detection, Provenance, detection_of, provenance_of, same_detections
 from .why_missed import WhyMissed, why_missed
@@ -267,6 +268,11 @@ def _from_records(model: nn.Module, rec: StageRecorder, batch: List[Dict[str, An
         scales = pre.scales if pre is not None else [(1.0, 1.0)] * len(batch)
         ground_truth = ground_truth(scales)
     tr.ground_truth = list(ground_truth)
+    for i, (gt, out) in enumerate(zip(tr.ground_truth, outputs)):
+        final = out.get("instances")  # rotated detections: upright ground truth as angle 0
+        if gt is not None and final is not None and final.has("pred_boxes") \
+                and final.pred_boxes.tensor.shape[-1] == 5:
+            tr.ground_truth[i] = rotated_like(gt)
     return tr
 
 

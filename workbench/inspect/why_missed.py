@@ -3,8 +3,10 @@
 For an R-CNN: the best anchor of every level, the best RPN candidate before NMS and what NMS
 and the top-k did to it, the proposal the ROI heads got (its rank, IoU and objectness), that
 proposal's class scores, and what the score threshold, the per-class NMS or the top-k did to
-its (ROI, class) pair. For a dense detector: the best anchor, its class score and the NMS.
-Everything is read from the trace's records; boxes are XYXY, "input px" unless said.
+its (ROI, class) pair. For a dense detector: the anchors (points) the model's own
+``label_anchors`` assigns to the object, their class scores, and what the score threshold, the
+NMS and the top-k did to their candidates. Everything is read from the trace's records or asked
+of the model's public methods; boxes are XYXY (XYWHA for a rotated model), "input px" unless said.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from workbench.structures import Boxes, pairwise_iou
+from workbench.structures import Boxes, Instances
 
+from .ground_truth import as_boxes, box_iou
 from .provenance import class_name, fmt_box
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,7 +36,12 @@ class WhyMissed:
         image, gt: the image and the object's index in its ground truth.
         box, box_input: the object in original px and input px; ``cls`` its class.
         detected_by: the detection that took it (it is not missed), else None.
-        anchors: per level {"level", "anchor", "iou", "box"}: the best anchor.
+        anchors: per level {"level", "anchor", "iou", "box"}: the best anchor by IoU (for
+            information: a dense detector's assignment is ``assigned``).
+        assigned: dense detectors: the anchors / points the model's ``label_anchors`` makes
+            foreground for this object alone, each {"level", "anchor", "score"} (its class
+            score there); None when the model cannot be asked (no ``label_anchors``, or the
+            model is gone).
         candidate: the best RPN candidate before NMS {"row", "iou", "objectness", "kept_by_nms",
             "proposal"} (None without an RPN record).
         proposal: the proposal chosen {"row" (its rank), "iou", "objectness"} or None.
@@ -53,6 +61,7 @@ class WhyMissed:
     class_names: Optional[Sequence[str]] = field(default=None, repr=False)
     detected_by: Optional[int] = None
     anchors: List[Dict] = field(default_factory=list)
+    assigned: Optional[List[Dict]] = None
     candidate: Optional[Dict] = None
     proposal: Optional[Dict] = None
     class_scores: Optional[Tensor] = None
@@ -66,6 +75,11 @@ class WhyMissed:
                  f"{class_name(self.class_names, self.cls)}, box (original px) {fmt_box(self.box)})"]
         for a in self.anchors:
             lines.append(f"  best anchor on {a['level']}: {a['anchor']} (IoU {a['iou']:.2f})")
+        if self.assigned is not None:
+            top = sorted(self.assigned, key=lambda p: -p["score"])[:5]
+            lines.append(f"  assigned by the model: {len(self.assigned)} anchors"
+                         + "".join(f", {p['level']} {p['anchor']} (score {p['score']:.3f})"
+                                   for p in top) + (", ..." if len(self.assigned) > 5 else ""))
         if self.candidate is not None:
             c = self.candidate
             lines.append(f"  best RPN candidate: IoU {c['iou']:.2f}, objectness {c['objectness']:.2f}"
@@ -101,10 +115,10 @@ def why_missed(tr: "Trace", image: int, gt_index: int, detected_by: int) -> WhyM
     box = gt.boxes[gt_index]
     cls = int(gt.classes[gt_index])
     device = tr.preprocess.images.tensor.device
-    box_in = tr.preprocess.to_input(box[None].to(device), image)  # (1, 4) input px
+    box_in = tr.preprocess.to_input(box[None].to(device), image)  # (1, B) input px
     w = WhyMissed(image=image, gt=gt_index, box=box, box_input=box_in[0], cls=cls,
                   class_names=tr.class_names)
-    gtb = Boxes(box_in)
+    gtb = as_boxes(box_in)  # Boxes, or RotatedBoxes for a rotated model's ground truth
     t = tr.iou_thresh
     if detected_by >= 0:
         w.detected_by, w.reason = detected_by, f"not missed: detection {detected_by} took it."
@@ -114,10 +128,14 @@ def why_missed(tr: "Trace", image: int, gt_index: int, detected_by: int) -> WhyM
         if m.gt == gt_index:
             w.covered_by.append({"detection": d, "kind": m.kind, "class": int(out.pred_classes[d]),
                                  "score": float(out.scores[d]), "iou": m.iou})
+    # The best anchor by IoU, per level. For the RPN this is also the verdict's "anchors" test:
+    # the RPN labels anchors by IoU but then subsamples them at random, so asking its
+    # label_and_sample_anchors would not give a reproducible answer. Dense detectors are judged
+    # by their own label_anchors instead (_dense).
     anchor_src = tr.rpn if tr.rpn is not None else tr.dense
     if anchor_src is not None:
         for name, a in zip(anchor_src.in_features, anchor_src.anchors):
-            j, v = _best(pairwise_iou(gtb, a)[0])
+            j, v = _best(box_iou(gtb, a)[0])
             w.anchors.append({"level": name, "anchor": j, "iou": v,
                               "box": a.tensor[j] if j >= 0 else None})
     if tr.dense is not None:
@@ -131,12 +149,12 @@ def why_missed(tr: "Trace", image: int, gt_index: int, detected_by: int) -> WhyM
 def _rcnn(tr: "Trace", w: WhyMissed, gtb: Boxes, t: float) -> WhyMissed:
     image, cls = w.image, w.cls
     props = tr.box.proposals[image]
-    ious = pairwise_iou(gtb, props.proposal_boxes)[0]  # (Ri,)
+    ious = box_iou(gtb, props.proposal_boxes)[0]  # (Ri,)
     scores = tr.box.scores[image]  # (Ri, K+1)
     rpn = tr.rpn if tr.rpn is not None and tr.rpn.proposals[image] is props else None
     if rpn is not None and rpn.selection is not None:
         cands = rpn.candidates[image]
-        j, v = _best(pairwise_iou(gtb, cands.proposal_boxes)[0])
+        j, v = _best(box_iou(gtb, cands.proposal_boxes)[0])
         if j >= 0:
             as_prop = (rpn.proposal_candidate[image] == j).nonzero()[:, 0]
             w.candidate = {"row": j, "iou": v, "objectness": float(cands.objectness_logits[j]),
@@ -202,10 +220,30 @@ def _suppressor(tr: "Trace", image: int, roi: int, cls: int) -> str:
     if len(same) == 0:
         return ""
     b = sel.boxes[image][roi]
-    b = (b.view(-1, 4)[cls] if b.numel() > 4 else b.view(4))[None]
-    ious = pairwise_iou(Boxes(b), inst.pred_boxes[same])[0]
+    B = inst.pred_boxes.tensor.shape[1]  # 4, or 5 for rotated boxes
+    b = (b.view(-1, B)[cls] if b.numel() > B else b.view(B))[None]
+    ious = box_iou(as_boxes(b), inst.pred_boxes[same])[0]
     d = int(same[ious.argmax()])
     return f", by raw detection {d} (score {float(inst.scores[d]):.3f}, IoU {float(ious.max()):.2f})"
+
+
+def _assigned(tr: "Trace", w: WhyMissed, gtb: Boxes) -> Optional[tuple]:
+    """(levels, anchors) of the anchors the model's own ``label_anchors`` makes foreground for
+    this object alone (in the input frame), or None when the model cannot be asked."""
+    model = tr.model_ref() if tr.model_ref is not None else None
+    label_anchors = getattr(model, "label_anchors", None)
+    if not callable(label_anchors):
+        return None
+    d = tr.dense
+    gt = Instances(tuple(tr.preprocess.image_sizes[w.image]), gt_boxes=gtb,
+                   gt_classes=torch.tensor([w.cls], device=gtb.device))
+    with torch.no_grad():
+        labels = label_anchors(list(d.anchors), [gt])[0][0]  # (R,) over the levels' anchors
+    fg = (labels == w.cls).nonzero()[:, 0]  # the object's class: foreground for it
+    sizes = torch.tensor([len(a) for a in d.anchors], device=fg.device)  # (L,)
+    ends = sizes.cumsum(0)
+    level = torch.searchsorted(ends, fg, right=True)  # (M,) the level of each concatenated row
+    return level, fg - (ends - sizes)[level]  # its row within that level
 
 
 def _dense(tr: "Trace", w: WhyMissed, gtb: Boxes, t: float) -> WhyMissed:
@@ -213,29 +251,56 @@ def _dense(tr: "Trace", w: WhyMissed, gtb: Boxes, t: float) -> WhyMissed:
     if not w.anchors:
         w.reason = "no anchors recorded"
         return w
-    best = max(range(len(w.anchors)), key=lambda i: w.anchors[i]["iou"])
-    a = w.anchors[best]
-    w.class_scores = d.scores_at(image, best, a["anchor"])
     w.scores_have_background = False
+    assigned = _assigned(tr, w, gtb)
+    if assigned is not None:
+        level, anchor = assigned
+        scores = d.scores_at(image, level, anchor)[:, cls] if len(level) else torch.zeros(0)
+        w.assigned = [{"level": d.in_features[int(lv)], "anchor": int(a), "score": float(s)}
+                      for lv, a, s in zip(level.tolist(), anchor.tolist(), scores.tolist())]
+    if assigned is not None and len(assigned[0]):
+        k = int(scores.argmax())  # the assigned anchor that scores its class best
+        lvl, row = int(assigned[0][k]), int(assigned[1][k])
+    else:
+        lvl = max(range(len(w.anchors)), key=lambda i: w.anchors[i]["iou"])
+        row = w.anchors[lvl]["anchor"]
+    w.class_scores = d.scores_at(image, lvl, row)
     s = float(w.class_scores[cls])
-    if a["iou"] < t:
-        w.lost_at, w.reason = "anchors", f"no anchor reaches IoU {t} (best {a['iou']:.2f})."
+    if assigned is not None and len(assigned[0]) == 0:
+        best = max(a["iou"] for a in w.anchors)
+        w.lost_at, w.reason = "anchors", (f"{type(tr.model_ref()).__name__}.label_anchors assigns "
+                                          f"it no anchor (best anchor IoU {best:.2f}).")
         return w
     if d.selections is None:
         w.reason = "the per-image inference put no selection record"
         return w
     cand = d.candidates[image]
-    same = (cand.pred_classes == cls).nonzero()[:, 0]
-    ious = pairwise_iou(gtb, cand.pred_boxes[same])[0] if len(same) else torch.zeros(0)
-    over = same[ious >= t] if len(same) else same
+    same = cand.pred_classes == cls
+    if assigned is not None:  # the candidates of its class from its assigned anchors
+        key = d.candidate_level[image] * (1 << 32) + d.candidate_anchor[image]
+        mine = torch.isin(key, assigned[0].to(key.device) * (1 << 32) + assigned[1].to(key.device))
+        over = (same & mine & (d.candidate_anchor[image] >= 0)).nonzero()[:, 0]
+        where = f"its {len(assigned[0])} assigned anchors"
+    else:  # the model cannot be asked: the candidates of its class that overlap it
+        same = same.nonzero()[:, 0]
+        ious = box_iou(gtb, cand.pred_boxes[same])[0] if len(same) else torch.zeros(0)
+        over = same[ious >= t] if len(same) else same
+        where = f"the candidates at IoU >= {t}"
     if len(over) == 0:
-        w.lost_at, w.reason = "score_thresh", (f"no candidate of its class reaches IoU {t}: its "
-                                               f"best anchor scores it {s:.3f} (score_thresh "
+        w.lost_at, w.reason = "score_thresh", (f"no candidate of its class from {where}: the "
+                                               f"best scores it {s:.3f} (score_thresh "
                                                f"{d.score_thresh}, top {d.topk_candidates} per level).")
         return w
-    kept = d.nms_kept[image][over]
-    if not bool(kept.any()):
-        w.lost_at, w.reason = "nms", "the class-wise NMS suppressed every candidate of its class on it."
+    kept = over[d.nms_kept[image][over]]
+    if len(kept) == 0:
+        w.lost_at, w.reason = "nms", (f"the class-wise NMS suppressed every candidate of its class "
+                                      f"from {where}.")
         return w
-    w.lost_at, w.reason = "topk", f"its candidates survived NMS but fell past the top {d.topk}."
+    detected = kept[torch.isin(kept, d.det_candidate[image].to(kept.device))]
+    if len(detected) == 0:
+        w.lost_at, w.reason = "topk", (f"its candidates from {where} survived NMS but fell past "
+                                       f"the top {d.topk}.")
+        return w
+    w.lost_at, w.reason = "localisation", (f"{len(detected)} detections of its class came from "
+                                           f"{where}, but none reaches IoU {t} with it.")
     return w

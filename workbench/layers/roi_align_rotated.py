@@ -30,6 +30,9 @@ __all__ = ["ROIAlignRotated", "roi_align_rotated"]
 
 # Sampled values (one per channel) materialised per chunk of ROIs.
 _VALUES_PER_CHUNK = 1 << 24
+# Most samples one ROI may take (Ph * Pw * Gh * Gw): an adaptive grid (sampling_ratio <= 0) on
+# an absurdly large ROI would otherwise run for hours.
+_MAX_SAMPLES_PER_ROI = 1 << 26
 
 
 def _pair(size: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
@@ -42,9 +45,10 @@ def _pair(size: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
 
 
 def _sample_points(rois: torch.Tensor, spatial_scale: float, pooled: Tuple[int, int],
-                   rows: Tuple[int, int], gw: int, grid_hw: torch.Tensor) -> torch.Tensor:
-    """(x, y) feature-map positions of samples ``rows[0] <= iy < rows[1]`` and ``ix < gw`` of every
-    bin: (R, Ph, Pw, rows[1] - rows[0], Gw, 2).
+                   rows: Tuple[int, int], cols: Tuple[int, int],
+                   grid_hw: torch.Tensor) -> torch.Tensor:
+    """(x, y) feature-map positions of samples ``rows[0] <= iy < rows[1]`` and
+    ``cols[0] <= ix < cols[1]`` of every bin: (R, Ph, Pw, rows[1] - rows[0], cols[1] - cols[0], 2).
 
     ``grid_hw`` (R, 2) is each ROI's own sample grid, which sets the sample spacing (samples
     beyond it are masked by the caller).
@@ -59,7 +63,7 @@ def _sample_points(rois: torch.Tensor, spatial_scale: float, pooled: Tuple[int, 
     bin_h, bin_w = roi_h / ph, roi_w / pw  # (R,)
     # Offsets from the box centre along its own axes; (R, Ph, 1, Gh, 1) and (R, 1, Pw, 1, Gw).
     iy = (torch.arange(*rows, device=dev, dtype=dt) + 0.5)[None, :] / grid_hw[:, 0:1]  # (R, Gh)
-    ix = (torch.arange(gw, device=dev, dtype=dt) + 0.5)[None, :] / grid_hw[:, 1:2]  # (R, Gw)
+    ix = (torch.arange(*cols, device=dev, dtype=dt) + 0.5)[None, :] / grid_hw[:, 1:2]  # (R, Gw)
     py = torch.arange(ph, device=dev, dtype=dt)
     px = torch.arange(pw, device=dev, dtype=dt)
     yy = (-roi_h / 2)[:, None, None] + bin_h[:, None, None] * (py[None, :, None] + iy[:, None, :])
@@ -76,31 +80,37 @@ def _pool_chunk(feature: torch.Tensor, rois: torch.Tensor, spatial_scale: float,
                 pooled: Tuple[int, int], grid_hw: torch.Tensor) -> torch.Tensor:
     """Pool ROIs of one image ``feature`` (C, H, W); returns (R, C, Ph, Pw).
 
-    The samples are taken a few grid rows at a time, so that a huge ROI with an adaptive
-    sampling grid never needs more than about ``_VALUES_PER_CHUNK`` values at once.
+    The samples are taken a block of grid rows and columns at a time, so that a huge ROI with
+    an adaptive sampling grid never needs more than about ``_VALUES_PER_CHUNK`` values at once.
     """
     C, H, W = feature.shape
     ph, pw = pooled
     R = rois.shape[0]
     gh, gw = (int(v) for v in grid_hw.amax(0).clamp(min=1).tolist())
-    step = max(1, _VALUES_PER_CHUNK // (R * C * ph * pw * gw))
+    per_sample = R * C * ph * pw  # values per (grid row, grid column)
+    cstep = max(1, min(gw, _VALUES_PER_CHUNK // per_sample))
+    rstep = max(1, _VALUES_PER_CHUNK // (per_sample * cstep))
     total = feature.new_zeros((C, R, ph, pw))
-    for r0 in range(0, gh, step):
-        r1 = min(gh, r0 + step)
-        pts = _sample_points(rois, spatial_scale, pooled, (r0, r1), gw, grid_hw.to(rois.dtype))
-        x, y = pts[..., 0], pts[..., 1]  # each (R, Ph, Pw, Gh', Gw)
-        # Samples beyond the ROI's own grid and samples more than a pixel off the map count 0.
-        dev = rois.device
-        own = ((torch.arange(r0, r1, device=dev)[None, :] < grid_hw[:, 0:1])[:, None, None, :, None]
-               & (torch.arange(gw, device=dev)[None, :] < grid_hw[:, 1:2])[:, None, None, None, :])
-        inside = (y >= -1.0) & (y <= H) & (x >= -1.0) & (x <= W)
-        weight = (own & inside).to(feature.dtype).reshape(1, R, ph, pw, -1)
-        # grid_sample (align_corners=False) maps a normalised g to pixel ((g + 1) W - 1) / 2.
-        grid = torch.stack([(2 * x + 1) / W - 1, (2 * y + 1) / H - 1], dim=-1)
-        grid = grid.reshape(1, 1, -1, 2).to(feature.dtype)  # (1, 1, R*Ph*Pw*Gh'*Gw, 2)
-        values = F.grid_sample(feature[None], grid, mode="bilinear", padding_mode="border",
-                               align_corners=False)  # (1, C, 1, S)
-        total = total + (values.view(C, R, ph, pw, -1) * weight).sum(-1)
+    dev = rois.device
+    for r0 in range(0, gh, rstep):
+        r1 = min(gh, r0 + rstep)
+        for c0 in range(0, gw, cstep):
+            c1 = min(gw, c0 + cstep)
+            pts = _sample_points(rois, spatial_scale, pooled, (r0, r1), (c0, c1),
+                                 grid_hw.to(rois.dtype))
+            x, y = pts[..., 0], pts[..., 1]  # each (R, Ph, Pw, Gh', Gw')
+            # Samples beyond the ROI's own grid and samples more than a pixel off the map count 0.
+            own_r = torch.arange(r0, r1, device=dev)[None, :] < grid_hw[:, 0:1]  # (R, Gh')
+            own_c = torch.arange(c0, c1, device=dev)[None, :] < grid_hw[:, 1:2]  # (R, Gw')
+            own = own_r[:, None, None, :, None] & own_c[:, None, None, None, :]
+            inside = (y >= -1.0) & (y <= H) & (x >= -1.0) & (x <= W)
+            weight = (own & inside).to(feature.dtype).reshape(1, R, ph, pw, -1)
+            # grid_sample (align_corners=False) maps a normalised g to pixel ((g + 1) W - 1) / 2.
+            grid = torch.stack([(2 * x + 1) / W - 1, (2 * y + 1) / H - 1], dim=-1)
+            grid = grid.reshape(1, 1, -1, 2).to(feature.dtype)  # (1, 1, R*Ph*Pw*Gh'*Gw', 2)
+            values = F.grid_sample(feature[None], grid, mode="bilinear", padding_mode="border",
+                                   align_corners=False)  # (1, C, 1, S)
+            total = total + (values.view(C, R, ph, pw, -1) * weight).sum(-1)
     count = (grid_hw[:, 0] * grid_hw[:, 1]).clamp(min=1).to(feature.dtype)  # (R,)
     return (total / count.view(1, R, 1, 1)).permute(1, 0, 2, 3)  # (C, R, Ph, Pw) -> (R, C, ..)
 
@@ -134,6 +144,10 @@ def roi_align_rotated(input: torch.Tensor, rois: torch.Tensor,
     rois = rois.to(device=input.device, dtype=input.dtype)
     N, C, H, W = input.shape
     R = rois.shape[0]
+    finite = torch.isfinite(rois).all(1)
+    if R and not bool(finite.all()):
+        j = int((~finite).nonzero()[0, 0])
+        raise ValueError(f"roi_align_rotated: ROI {j} is not finite: {rois[j].tolist()}.")
     if R and bool(((rois[:, 3] < 0) | (rois[:, 4] < 0)).any()):
         raise ValueError("roi_align_rotated: ROIs must have non-negative width and height.")
     output = input.new_zeros((R, C, ph, pw))
@@ -143,7 +157,16 @@ def roi_align_rotated(input: torch.Tensor, rois: torch.Tensor,
         grid_hw = torch.full((R, 2), int(sampling_ratio), dtype=torch.int64, device=input.device)
     else:
         grid_hw = torch.stack([torch.ceil(rois[:, 4] * spatial_scale / ph),
-                               torch.ceil(rois[:, 3] * spatial_scale / pw)], dim=1).long()
+                               torch.ceil(rois[:, 3] * spatial_scale / pw)], dim=1)
+        samples = grid_hw.clamp(min=1).double().prod(1) * (ph * pw)  # (R,)
+        if bool((samples > _MAX_SAMPLES_PER_ROI).any()):
+            j = int((samples > _MAX_SAMPLES_PER_ROI).nonzero()[0, 0])
+            raise ValueError(
+                f"roi_align_rotated: ROI {j} ({rois[j, 3].item():g} x {rois[j, 4].item():g} px) "
+                f"with sampling_ratio={sampling_ratio} (adaptive) would take "
+                f"{samples[j].item():.3g} samples, over the limit of {_MAX_SAMPLES_PER_ROI}: "
+                "pass a positive sampling_ratio, or clip the boxes.")
+        grid_hw = grid_hw.long()
     batch = rois[:, 0].long()
     if bool(((batch < 0) | (batch >= N)).any()):
         raise ValueError(f"roi_align_rotated: batch indices must lie in [0, {N}), got "

@@ -23,6 +23,16 @@ the same area and vectorises over all pairs. Computation is in float64 after mov
 centres to their midpoint, so identical, nearly identical, very large and far-away boxes keep
 their precision. Tolerances are relative to the box sizes (detectron2 uses an absolute 1e-5 on
 squared lengths, which swallows boxes smaller than about 3e-3 pixels).
+
+Exact ties stay ties: pairs with the same geometry (e.g. anchors of equal shape placed
+symmetrically about a ground-truth box) get bit-identical IoUs here, where detectron2's float32
+kernel rounds them apart. A ``Matcher`` with low-quality matches then makes every tied anchor a
+positive rather than the one rounding favoured, so RPN losses can differ from detectron2's in
+such cases (detectron2's ``test_rroi_heads``: loss_rpn_cls 0.2429835 / loss_rpn_loc 0.4045328
+here, 0.2427729 / 0.3646621 there; its ROI-head losses agree).
+
+Boxes with an area below ``_MIN_AREA`` have IoU 0 with everything and are dropped before the
+pairs are formed, so millions of empty boxes cost next to nothing.
 """
 
 from __future__ import annotations
@@ -176,25 +186,32 @@ def _upright_bounds(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def _candidate_pairs(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """(K, 2) index pairs (i, j) whose enclosing upright rectangles overlap (others have IoU 0).
+    """(K, 2) index pairs (i, j) of boxes with an area of at least ``_MIN_AREA`` whose enclosing
+    upright rectangles overlap (all other pairs have IoU 0).
 
     A small margin (relative to the box sizes) keeps touching pairs, whose exact IoU is 0 or
     within rounding of it.
     """
-    u1, u2 = _upright_bounds(boxes1), _upright_bounds(boxes2)
-    margin1 = 1e-6 * (u1[:, 2:] - u1[:, :2]).amax(1) + 1e-9  # (N,)
+    # A box with an area below _MIN_AREA has IoU 0 with everything: such rows and columns take
+    # no part (detectron2's "too many boxes" case is millions of all-zero boxes).
+    keep1 = (boxes1[:, 2].double() * boxes1[:, 3].double() >= _MIN_AREA).nonzero()[:, 0]
+    keep2 = (boxes2[:, 2].double() * boxes2[:, 3].double() >= _MIN_AREA).nonzero()[:, 0]
+    empty = torch.zeros(0, 2, dtype=torch.int64, device=boxes1.device)
+    if len(keep1) == 0 or len(keep2) == 0:
+        return empty
+    u1, u2 = _upright_bounds(boxes1[keep1]), _upright_bounds(boxes2[keep2])
+    margin1 = 1e-6 * (u1[:, 2:] - u1[:, :2]).amax(1) + 1e-9  # (N',)
     pairs = []
-    rows = max(1, (1 << 24) // max(1, len(boxes2)))  # bound the (rows, M) masks to ~16M entries
+    rows = max(1, (1 << 24) // max(1, len(u2)))  # bound the (rows, M') masks to ~16M entries
     for s in range(0, len(u1), rows):
         a, m = u1[s:s + rows], margin1[s:s + rows, None]
         overlap = ((torch.min(a[:, None, 2], u2[None, :, 2]) - torch.max(a[:, None, 0], u2[None, :, 0])
                     > -m)
                    & (torch.min(a[:, None, 3], u2[None, :, 3]) - torch.max(a[:, None, 1], u2[None, :, 1])
-                      > -m))  # (rows, M)
+                      > -m))  # (rows, M')
         idx = overlap.nonzero()
-        idx[:, 0] += s
-        pairs.append(idx)
-    return torch.cat(pairs) if pairs else torch.zeros(0, 2, dtype=torch.int64, device=boxes1.device)
+        pairs.append(torch.stack([keep1[idx[:, 0] + s], keep2[idx[:, 1]]], dim=1))
+    return torch.cat(pairs) if pairs else empty
 
 
 def pairwise_iou_rotated(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:

@@ -181,6 +181,10 @@ class Box2BoxTransformRotated:
         """
         _check_boxes(src_boxes, "src_boxes", 5)
         _check_boxes(target_boxes, "target_boxes", 5)
+        if src_boxes.shape[0] != target_boxes.shape[0]:
+            raise ValueError(f"Box2BoxTransformRotated.get_deltas needs one target per source box: "
+                             f"src_boxes has {src_boxes.shape[0]} rows, target_boxes "
+                             f"{target_boxes.shape[0]}.")
         src_ctr_x, src_ctr_y, src_widths, src_heights, src_angles = torch.unbind(src_boxes, dim=1)
         tgt_ctr_x, tgt_ctr_y, tgt_widths, tgt_heights, tgt_angles = torch.unbind(target_boxes,
                                                                                  dim=1)

@@ -303,6 +303,16 @@ class Boxes:
         yield from self.tensor
 
 
+def _check_upright(fn: str, boxes1: Boxes, boxes2: Boxes) -> None:
+    """Refuse RotatedBoxes (a Boxes subclass) in the upright-box functions."""
+    from .rotated_boxes import RotatedBoxes
+
+    for name, b in (("boxes1", boxes1), ("boxes2", boxes2)):
+        if isinstance(b, RotatedBoxes):
+            raise TypeError(f"{fn} takes upright Boxes, but {name} is RotatedBoxes: use "
+                            "workbench.structures.pairwise_iou_rotated for rotated boxes.")
+
+
 def pairwise_intersection(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
     """Intersection areas between every pair of boxes.
 
@@ -313,6 +323,7 @@ def pairwise_intersection(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
     Returns:
         Tensor (N, M); 0 where boxes do not overlap.
     """
+    _check_upright("pairwise_intersection", boxes1, boxes2)
     b1, b2 = boxes1.tensor, boxes2.tensor
     # (N, 1, 2) against (M, 2) -> (N, M, 2) widths and heights of the overlaps
     width_height = torch.min(b1[:, None, 2:], b2[:, 2:]) - torch.max(b1[:, None, :2], b2[:, :2])
@@ -331,6 +342,7 @@ def pairwise_iou(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
         Tensor (N, M). Pairs with no intersection are exactly 0, which also keeps degenerate
         (zero-area) boxes from producing 0 / 0.
     """
+    _check_upright("pairwise_iou", boxes1, boxes2)
     area1 = boxes1.area()  # (N,)
     area2 = boxes2.area()  # (M,)
     inter = pairwise_intersection(boxes1, boxes2)  # (N, M)
@@ -351,6 +363,7 @@ def pairwise_ioa(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
     Returns:
         Tensor (N, M), 0 where boxes do not intersect.
     """
+    _check_upright("pairwise_ioa", boxes1, boxes2)
     area2 = boxes2.area()  # (M,)
     inter = pairwise_intersection(boxes1, boxes2)  # (N, M)
     return torch.where(
@@ -389,6 +402,7 @@ def matched_pairwise_iou(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
     Returns:
         Tensor (N,).
     """
+    _check_upright("matched_pairwise_iou", boxes1, boxes2)
     if len(boxes1) != len(boxes2):
         raise ValueError(
             "matched_pairwise_iou needs the same number of boxes on both sides, "

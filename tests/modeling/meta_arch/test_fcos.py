@@ -358,5 +358,71 @@ def test_rethreshold_and_why_missed_run_the_fcos_selection(model):
     for got, exp in zip(loose.outputs, want):
         assert_same_instances(got["instances"], exp["instances"])
     w = tr.why_missed(0, image=0)
-    best = [a["iou"] for a in w.anchors].index(max(a["iou"] for a in w.anchors))
-    assert torch.equal(w.class_scores, tr.dense.scores[best][0][w.anchors[best]["anchor"]])
+    # The class scores are read at the assigned point that scores the object's class best.
+    assert w.assigned, w
+    top = max(w.assigned, key=lambda p: p["score"])
+    lvl = LEVELS.index(top["level"])
+    assert torch.equal(w.class_scores, tr.dense.scores[lvl][0][top["anchor"]])
+
+
+def _gt_inputs(box, cls):
+    g = torch.Generator().manual_seed(0)
+    inst = Instances((96, 96), gt_boxes=Boxes(torch.tensor([box])), gt_classes=torch.tensor([cls]))
+    return [{"image": torch.randint(0, 256, (3, 96, 96), generator=g).float(), "instances": inst}
+            for _ in range(2)]
+
+
+def test_why_missed_judges_fcos_by_its_own_point_assignment(model):
+    # A wide, flat object: no point's box reaches IoU 0.5, yet FCOS's centre sampling and scale
+    # ranges give it positive points, so "no anchor reaches IoU" would be the wrong verdict.
+    inputs = _gt_inputs([10.0, 40.0, 90.0, 50.0], 1)
+    tr = wi.trace(model, inputs)
+    w = tr.why_missed(0, image=0)
+    assert max(a["iou"] for a in w.anchors) < 0.5  # the IoU view would blame the anchors
+    anchors = model.anchor_generator([tr.backbone.features[f] for f in LEVELS])
+    labels = model.label_anchors(anchors, [inputs[0]["instances"]])[0][0]
+    want = (labels == 1).nonzero()[:, 0]
+    assert len(want) == 3
+    offsets = [0]
+    for a in anchors:
+        offsets.append(offsets[-1] + len(a))
+    got = sorted(offsets[LEVELS.index(p["level"])] + p["anchor"] for p in w.assigned)
+    assert got == want.tolist()
+    assert w.lost_at != "anchors" and "no anchor reaches IoU" not in w.reason
+    assert "3 assigned anchors" in w.reason and "assigned by the model: 3 anchors" in repr(w)
+
+
+def test_why_missed_follows_a_user_override_of_label_anchors(model):
+    class NoPoints(FCOS):  # a subclass whose assignment gives this object nothing
+        def label_anchors(self, anchors, gt_instances):
+            labels, boxes = super().label_anchors(anchors, gt_instances)
+            return [torch.full_like(x, self.num_classes) for x in labels], boxes
+
+    sub = NoPoints(backbone=model.backbone, head=model.head, head_in_features=LEVELS,
+                   num_classes=K, pixel_mean=[103.53, 116.28, 123.675],
+                   pixel_std=[1.0, 1.0, 1.0]).eval()
+    sub.test_score_thresh = 0.0
+    tr = wi.trace(sub, _gt_inputs([10.0, 40.0, 90.0, 50.0], 1))
+    w = tr.why_missed(0, image=0)
+    assert w.assigned == [] and w.lost_at == "anchors"
+    assert "NoPoints.label_anchors assigns it no anchor" in w.reason
+
+
+def test_scores_at_refuses_out_of_range_levels_and_anchors(model):
+    tr = wi.trace(model, make_inputs())
+    d = tr.dense
+    R0 = d.scores[0].shape[1]
+    assert torch.equal(d.scores_at(0, 0, 5), d.scores[0][0][5])
+    assert d.scores_at(0, 0, -1).isnan().all() and d.scores_at(0, -1, 3).isnan().all()
+    rows = d.scores_at(0, torch.tensor([0, -1, 1]), torch.tensor([2, 4, -1]))
+    assert torch.equal(rows[0], d.scores[0][0][2]) and rows[1:].isnan().all()
+    with pytest.raises(IndexError, match="level 5"):
+        d.scores_at(0, 5, 0)
+    with pytest.raises(IndexError, match="level 7 \\(entry 1\\)"):
+        d.scores_at(0, torch.tensor([0, 7]), torch.tensor([0, 0]))
+    with pytest.raises(IndexError, match=f"anchor {R0}"):
+        d.scores_at(0, 0, R0)
+    with pytest.raises(IndexError, match="anchor -2"):
+        d.scores_at(0, torch.tensor([0]), torch.tensor([-2]))
+    with pytest.raises(IndexError, match="image 2"):
+        d.scores_at(2, 0, 0)

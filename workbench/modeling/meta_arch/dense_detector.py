@@ -121,18 +121,43 @@ class DenseRecord:
 
         Args:
             level, anchor: ints for one anchor, giving (K,); or (M,) tensors of levels and
-                anchor rows, giving (M, K), NaN rows where either is -1 (unknown).
+                anchor rows, giving (M, K). Either being -1 (unknown) gives a NaN row.
+
+        Raises:
+            IndexError: naming ``image``, ``level`` or ``anchor`` when out of range.
         """
-        if not isinstance(level, Tensor):
-            if self.scores is not None:
-                return self.scores[level][image][anchor]
-            return self.scores_of(self.logits[level][image][anchor])
         source = self.scores if self.scores is not None else self.logits
+        L = len(source)
+        if not 0 <= image < source[0].shape[0]:
+            raise IndexError(f"scores_at: image {image} out of range for {source[0].shape[0]} images.")
+        if not isinstance(level, Tensor):
+            level, anchor = torch.tensor([int(level)]), torch.tensor([int(anchor)])
+            return self.scores_at(image, level, anchor)[0]
+        level, anchor = level.to(source[0].device), anchor.to(source[0].device)
+        if level.shape != anchor.shape or level.dim() != 1:
+            raise ValueError(f"scores_at: level and anchor must be (M,) tensors of one shape, got "
+                             f"{tuple(level.shape)} and {tuple(anchor.shape)}.")
+        known = (level >= 0) & (anchor >= 0)
+        bad = (known & (level >= L)) | (level < -1)
+        if bool(bad.any()):
+            j = int(bad.nonzero()[0, 0])
+            raise IndexError(f"scores_at: level {int(level[j])} (entry {j}) out of range for {L} "
+                             "levels (-1 means unknown).")
         out = torch.full((len(level), source[0].shape[-1]), float("nan"), dtype=source[0].dtype,
                          device=source[0].device)
         for lvl, per_level in enumerate(source):
-            sel = ((level == lvl) & (anchor >= 0)).nonzero()[:, 0]
-            out[sel] = per_level[image][anchor[sel]]
+            sel = (known & (level == lvl)).nonzero()[:, 0]
+            rows = anchor[sel]
+            over = (rows >= per_level.shape[1]).nonzero()[:, 0]
+            if len(over):
+                raise IndexError(f"scores_at: anchor {int(rows[over[0]])} (entry {int(sel[over[0]])}) "
+                                 f"out of range for the {per_level.shape[1]} anchors of level {lvl}.")
+            out[sel] = per_level[image][rows]
+        bad = anchor < -1
+        if bool(bad.any()):
+            j = int(bad.nonzero()[0, 0])
+            raise IndexError(f"scores_at: anchor {int(anchor[j])} (entry {j}) is negative (-1 "
+                             "means unknown).")
         # scores_of applied once to the (M, K) rows, as an elementwise map it may be.
         return out if self.scores is not None else self.scores_of(out)
 
