@@ -1,12 +1,14 @@
 """LazyConfig: LazyCall / instantiate semantics, .py loading (relative imports, detectron2 names),
 safe YAML, save round trips, overrides."""
 
+import builtins
 import dataclasses
 import importlib.util
 import logging
 import os
 import sys
 import textwrap
+import uuid
 from functools import partial
 
 import pytest
@@ -93,6 +95,9 @@ def test_instantiate_nested_calls_lists_and_plain_dicts():
     # A dict without _target_ describes no call: returned as is (detectron2's semantics).
     assert obj.options.a == 1 and OmegaConf.is_config(obj.options.b)
     assert instantiate([L(Inner)(x=7)])[0].x == 7
+    # A tuple in a config (a TupleConfig in omegaconf >= 2.4) comes back as a tuple.
+    pair = instantiate(L(Outer)(inner=(1024, L(Inner)(x=3)))).inner
+    assert type(pair) is tuple and pair[0] == 1024 and pair[1].x == 3
     assert instantiate(5) == 5
 
 
@@ -207,6 +212,7 @@ def test_detectron2_names_map_to_workbench_only_inside_configs(tmp_path):
         train = get_config("common/train.py").train
         names = dict(top=detectron2.__name__)
         """)
+    import_before = builtins.__import__
     cfg = LazyConfig.load(path)
     import workbench.data.transforms as wT
 
@@ -217,13 +223,51 @@ def test_detectron2_names_map_to_workbench_only_inside_configs(tmp_path):
     assert isinstance(instantiate(cfg.matcher), Matcher)
     # The mapping is scoped to config code: nothing named detectron2 was imported globally.
     assert not any(k == "detectron2" or k.startswith("detectron2.") for k in sys.modules)
-    assert builtins_import_is_untouched()
+    assert builtins.__import__ is import_before  # nothing global was patched
 
 
-def builtins_import_is_untouched():
-    import builtins
+def test_each_config_gets_its_own_builtins(tmp_path):
+    real_len = builtins.len
+    evil = _write(tmp_path, "evil.py", """
+        __builtins__["len"] = lambda x: 42
+        __builtins__["__import__"] = None
+        x = dict(n=len([1]))
+        """)
+    assert LazyConfig.load(evil).x.n == 42
+    other = _write(tmp_path, "other.py", "import os\nx = dict(n=len([1, 2]))\n")
+    assert LazyConfig.load(other).x.n == 2  # the edit in evil.py did not leak
+    assert builtins.len is real_len and builtins.__import__ is not None
 
-    return builtins.__import__ is not lazy_module._config_import
+
+def test_configs_load_through_a_registered_path_handler(tmp_path):
+    from workbench.utils.file_io import PathHandler, PathManager
+
+    prefix = f"wbtest{uuid.uuid4().hex[:8]}://"
+    opened = []
+
+    class FolderHandler(PathHandler):
+        def _get_supported_prefixes(self):
+            return [prefix]
+
+        def _get_local_path(self, path, **kwargs):
+            opened.append(path)
+            return os.path.join(str(tmp_path), path[len(prefix):])
+
+    _write(tmp_path, "common/models.py", "model = dict(depth=50)\n")
+    _write(tmp_path, "exp/main.py", "from ..common.models import model\nmodel.depth = 101\n")
+    (tmp_path / "cfg.yaml").write_text("train: {max_iter: 5}\n")
+    PathManager.register_handler(FolderHandler())
+    try:
+        assert LazyConfig.load(prefix + "exp/main.py").model.depth == 101
+        assert prefix + "common/models.py" in opened  # the relative import went through it
+        assert LazyConfig.load(prefix + "cfg.yaml").train.max_iter == 5
+        with pytest.raises(ImportError, match=r"common/nope\.py"):
+            _write(tmp_path, "exp/bad.py", "from ..common.nope import x\n")
+            LazyConfig.load(prefix + "exp/bad.py")
+        with pytest.raises(ValueError, match="local files only"):
+            LazyConfig.save(OmegaConf.create({"a": 1}), prefix + "out.yaml")
+    finally:
+        PathManager._path_handlers.pop(prefix)
 
 
 def test_missing_name_in_config_names_file_and_line(tmp_path):
@@ -306,16 +350,128 @@ def test_save_and_reload_a_model_zoo_config(tmp_path):
     assert type(matcher) is Matcher
 
 
+def _make_local_class():
+    class Local:
+        def __init__(self, a=1):
+            self.a = a
+
+    return Local
+
+
 def test_save_marks_values_yaml_cannot_hold(tmp_path, caplog):
-    cfg = OmegaConf.create({"model": L(Inner)(x=partial(nn.LayerNorm, eps=1e-6))},
-                           flags={"allow_objects": True})
+    cfg = OmegaConf.create(
+        {"model": L(Inner)(x=lambda c: c, y=partial(Inner, y=lambda: 0)),
+         "other": {"obj": Inner(1), "opts": partial(Inner, options={"a": 1})}},
+        flags={"allow_objects": True})
     path = str(tmp_path / "cfg.yaml")
     with caplog.at_level(logging.WARNING, logger="workbench.config.lazy"):
         LazyConfig.save(cfg, path)
-    assert "model.x (partial)" in caplog.text
-    assert "!unsaved" in open(path).read()
+    for key in ("model.x (function", "model.y (partial)", "other.obj (Inner)",
+                "other.opts (partial)"):
+        assert key in caplog.text
+    assert open(path).read().count("!unsaved") == 4
     with pytest.raises(ValueError, match="!unsaved"):
         LazyConfig.load(path)
+
+
+def test_save_refuses_targets_that_cannot_be_located_again(tmp_path, caplog):
+    cfg = OmegaConf.create({"m": L(_make_local_class())(a=2), "n": L(lambda a: a)(a=3),
+                            "ok": L(Inner)(x=1)}, flags={"allow_objects": True})
+    path = str(tmp_path / "cfg.yaml")
+    with caplog.at_level(logging.WARNING, logger="workbench.config.lazy"):
+        LazyConfig.save(cfg, path)
+    assert "m._target_ (type" in caplog.text and "<locals>.Local" in caplog.text
+    assert "n._target_ (function" in caplog.text and "ok._target_" not in caplog.text
+    text = open(path).read()
+    assert "_target_: !unsaved" in text and "test_lazy_config.Inner" in text
+    # A class defined inside a .py config lives in a module that cannot be imported again.
+    py = _write(tmp_path, "net.py", """
+        from detectron2.config import LazyCall as L
+        class Net:
+            def __init__(self, depth):
+                self.depth = depth
+        model = L(Net)(depth=3)
+        """)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="workbench.config.lazy"):
+        LazyConfig.save(LazyConfig.load(py), path)
+    assert "model._target_ (type" in caplog.text and ".net.Net" in caplog.text
+    assert "_cfg_loader" not in open(path).read().split("!unsaved")[0]
+
+
+def test_save_writes_classes_functions_and_partials_as_nodes(tmp_path, caplog):
+    import torch.nn.functional as F
+
+    from workbench.modeling.backbone import ResNet
+
+    cfg = OmegaConf.create({"model": L(Outer)(
+        inner=nn.ReLU,  # a class as a value: instantiate must give the class, not an instance
+        items=[F.relu, partial(nn.LayerNorm, eps=1e-6), partial(Inner, 1, y=nn.GELU),
+               ResNet.make_default_stages, torch.cat],
+        options=L(Outer)(inner=partial(partial(Inner, y=(1, 2)), x=3)),
+    )}, flags={"allow_objects": True})
+    path = str(tmp_path / "cfg.yaml")
+    with caplog.at_level(logging.WARNING, logger="workbench.config.lazy"):
+        LazyConfig.save(cfg, path)
+    assert caplog.text == ""
+    text = open(path).read()
+    assert "!unsaved" not in text and "!!" not in text
+    assert "{_target_: workbench.utils.registry.locate, name: torch.nn.ReLU}" in text
+    assert "_target_: workbench.config.partial_of" in text
+    obj = instantiate(LazyConfig.load(path).model)
+    assert obj.inner is nn.ReLU
+    relu, norm, inner, stages, cat = obj.items
+    assert relu is F.relu and cat is torch.cat and stages == ResNet.make_default_stages
+    assert norm.func is nn.LayerNorm and norm.args == () and norm.keywords == {"eps": 1e-6}
+    assert isinstance(norm(4), nn.LayerNorm) and norm(4).eps == 1e-6
+    assert inner.func is Inner and inner.args == (1,) and inner.keywords == {"y": nn.GELU}
+    act = obj.options.inner
+    assert act.func is Inner and act.keywords == {"y": [1, 2], "x": 3}
+    assert instantiate(LazyConfig.load(path).model.inner) is nn.ReLU  # on its own, too
+
+
+def test_loading_a_saved_class_imports_nothing(tmp_path):
+    assert "tabnanny" not in sys.modules
+    path = tmp_path / "cfg.yaml"
+    path.write_text("check: {_target_: workbench.utils.registry.locate, name: tabnanny.check}\n")
+    cfg = LazyConfig.load(str(path))
+    assert "tabnanny" not in sys.modules  # loading is data only; instantiate imports
+    import tabnanny
+
+    assert instantiate(cfg.check) is tabnanny.check
+
+
+def test_save_into_a_missing_folder_names_the_path(tmp_path):
+    target = tmp_path / "no_such_dir" / "cfg.yaml"
+    with pytest.raises(FileNotFoundError, match=r"no_such_dir/cfg\.yaml.*no_such_dir does not"):
+        LazyConfig.save(OmegaConf.create({"a": 1}), str(target))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("value, key", [
+    ("${oc.env:HOME}", "a"),
+    ("prefix ${oc.env:HOME,x} suffix", "a"),
+    ("${oc.decode:'[1, 2]'}", "a"),
+    ("${some_resolver:${b}}", "a"),
+])
+def test_yaml_interpolations_that_call_resolvers_are_refused(tmp_path, value, key):
+    path = tmp_path / "env.yaml"
+    path.write_text(f"b: 1\nmodel:\n  items: [1, {{x: \"{value}\"}}]\n{key}: \"{value}\"\n")
+    with pytest.raises(ValueError, match=r"env\.yaml: the value of 'model\.items\.1\.x'.*resolver"):
+        LazyConfig.load(str(path))
+    path.write_text(f"{key}: \"{value}\"\n")
+    with pytest.raises(ValueError, match=rf"env\.yaml: the value of '{key}'"):
+        LazyConfig.load(str(path))
+
+
+def test_yaml_plain_references_still_load(tmp_path):
+    path = tmp_path / "ref.yaml"
+    path.write_text("a: 1\nm: {b: '${..a}', c: '${a}', d: 'x \\${oc.env:HOME}'}\n")
+    cfg = LazyConfig.load(str(path))
+    assert cfg.m.b == 1 and cfg.m.c == 1 and cfg.m.d == "x ${oc.env:HOME}"
+    path.write_text("a: '${oops'\n")
+    with pytest.raises(ValueError, match=r"ref\.yaml: the value of 'a'.*not a valid"):
+        LazyConfig.load(str(path))
 
 
 def test_save_is_atomic(tmp_path, monkeypatch):
@@ -342,25 +498,76 @@ def _cfg():
 def test_apply_overrides_values():
     cfg = LazyConfig.apply_overrides(_cfg(), [
         "train.max_iter=20", "train.lr=1e-3", "train.name=resnet", "train.steps=[5, 6]",
-        "model.y=None", "model.x='3'", "train.extra=true",
+        "model.y=None", "model.x='3'", "+train.extra=true",
     ])
     assert cfg.train.max_iter == 20 and cfg.train.lr == pytest.approx(1e-3)
     assert cfg.train.name == "resnet" and list(cfg.train.steps) == [5, 6]
-    assert cfg.model.y is None and cfg.model.x == "3"
-    assert cfg.train.extra == "true"  # not a Python literal: kept as a string
+    assert cfg.model.y is None and cfg.model.x == "3"  # a quoted string, on purpose
+    assert cfg.train.extra is True  # Hydra's true, not the string "true"
     cfg = LazyConfig.apply_overrides(_cfg(), ["train.name=a=b"])
     assert cfg.train.name == "a=b"
 
 
-def test_apply_overrides_errors_name_the_key():
-    with pytest.raises(KeyError, match=r"'trian\.max_iter': 'trian' does not exist.*'train'"):
-        LazyConfig.apply_overrides(_cfg(), ["trian.max_iter=1"])
-    with pytest.raises(KeyError, match=r"'train\.max_iter\.x'.*'train\.max_iter' is a int"):
-        LazyConfig.apply_overrides(_cfg(), ["train.max_iter.x=1"])
-    with pytest.raises(ValueError, match="not of the form 'key=value'"):
-        LazyConfig.apply_overrides(_cfg(), ["train.max_iter"])
-    with pytest.raises(TypeError, match="list of 'key=value'"):
-        LazyConfig.apply_overrides(_cfg(), "train.max_iter=1")
+def _d2_cfg():
+    return OmegaConf.create({
+        "train": {"amp": {"enabled": True}, "init_checkpoint": "x.pkl", "max_iter": 10,
+                  "ddp": {"fp16_compression": False}, "lr": 0.1, "name": "run",
+                  "output_dir": "???"},
+        "dataloader": {"names": "coco_2017_train", "extra": {}},
+    })
+
+
+def test_apply_overrides_reads_hydra_words_and_lists():
+    cfg = LazyConfig.apply_overrides(_d2_cfg(), [
+        "train.amp.enabled=false", "train.init_checkpoint=null",
+        "train.ddp.fp16_compression=TRUE", "train.max_iter=1e3", "train.lr=2",
+        "dataloader.names=[coco_2017_train,coco_2017_val]",
+        "dataloader.extra={a: 1, b: [x, true, Null], c: 1e-3, d: yes, e: 2020-01-01}",
+        "train.name=abc def",
+    ])
+    assert cfg.train.amp.enabled is False and cfg.train.init_checkpoint is None
+    assert cfg.train.ddp.fp16_compression is True
+    assert cfg.train.max_iter == 1000.0 and cfg.train.lr == 2
+    assert list(cfg.dataloader.names) == ["coco_2017_train", "coco_2017_val"]
+    assert OmegaConf.to_container(cfg.dataloader.extra) == {
+        "a": 1, "b": ["x", True, None], "c": 0.001, "d": "yes", "e": "2020-01-01"}
+    assert cfg.train.name == "abc def"
+
+
+def test_apply_overrides_refuses_a_string_in_place_of_a_number_or_bool():
+    with pytest.raises(ValueError, match=r"'train\.max_iter' is 10 \(int\).*'abc'"):
+        LazyConfig.apply_overrides(_d2_cfg(), ["train.max_iter=abc"])
+    with pytest.raises(ValueError, match=r"'train\.amp\.enabled' is True \(bool\).*'yes'"):
+        LazyConfig.apply_overrides(_d2_cfg(), ["train.amp.enabled=yes"])
+    with pytest.raises(ValueError, match=r"'train\.lr' is 0\.1 \(float\).*'1e-3x'"):
+        LazyConfig.apply_overrides(_d2_cfg(), ["train.lr=1e-3x"])
+    with pytest.raises(ValueError, match=r"cannot read '\[1, 2' as a list"):
+        LazyConfig.apply_overrides(_d2_cfg(), ["dataloader.names=[1, 2"])
+    cfg = LazyConfig.apply_overrides(_d2_cfg(), ["train.max_iter='abc'", "train.lr=${train.max_iter}"])
+    assert cfg.train.max_iter == "abc" and cfg.train.lr == "abc"  # quoted / interpolation: kept
+
+
+def test_apply_overrides_typos_in_the_last_key_are_errors():
+    with pytest.raises(KeyError, match=r"'train\.max_iterr'.*closest existing keys: \['max_iter'\]"
+                                        r".*'\+train\.max_iterr=\.\.\.'"):
+        LazyConfig.apply_overrides(_d2_cfg(), ["train.max_iterr=5"])
+    with pytest.raises(KeyError, match=r"'max_itr' in 'the top level'"):
+        LazyConfig.apply_overrides(_d2_cfg(), ["max_itr=5"])
+    with pytest.raises(KeyError, match=r"'\+train\.max_iter': 'train\.max_iter' already exists"):
+        LazyConfig.apply_overrides(_d2_cfg(), ["+train.max_iter=5"])
+    with pytest.raises(ValueError, match=r"'\+\+key=value' and '~key' are not"):
+        LazyConfig.apply_overrides(_d2_cfg(), ["++train.max_iter=5"])
+    # "+" adds keys (and the nodes on their way); a call node takes new arguments without it.
+    cfg = LazyConfig.apply_overrides(_d2_cfg(), ["+train.seed=3", "+new.group.x=[a]"])
+    assert cfg.train.seed == 3 and list(cfg.new.group.x) == ["a"]
+    struct = _d2_cfg()
+    OmegaConf.set_struct(struct, True)
+    cfg = LazyConfig.apply_overrides(struct, ["+train.seed=3", "train.output_dir=out"])
+    assert cfg.train.seed == 3 and cfg.train.output_dir == "out"  # a "???" value exists too
+    cfg = LazyConfig.apply_overrides(_cfg(), ["model.y=4", "train.steps.0=7"])
+    assert cfg.model.y == 4 and list(cfg.train.steps) == [7]
+    with pytest.raises(KeyError, match=r"'train\.steps\.3'.*1 items"):
+        LazyConfig.apply_overrides(_cfg(), ["train.steps.3=1"])
 
 
 def test_to_py_reads_like_code():

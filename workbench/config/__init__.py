@@ -8,7 +8,7 @@
 from .config import CfgNode, ConfigKeyError, get_cfg, global_cfg, set_global_cfg
 from .configurable import configurable
 from .compat import downgrade_config, upgrade_config
-from .instantiate import instantiate
+from .instantiate import instantiate, partial_of
 from .lazy import LazyCall, LazyConfig
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "instantiate",
     "LazyCall",
     "LazyConfig",
+    "partial_of",
     "set_global_cfg",
     "upgrade_config",
 ]

@@ -19,7 +19,8 @@ Semantics follow detectron2's ``detectron2.config.instantiate`` (arguments are k
 a dict without ``_target_`` is returned as it is, its content not instantiated), with two
 differences, both so that constructors written for plain Python values accept the results:
 
-* a list or ``ListConfig`` comes back as a plain ``list`` (detectron2 returns a ``ListConfig``);
+* a list or ``ListConfig`` comes back as a plain ``list`` (detectron2 returns a ``ListConfig``),
+  and a ``TupleConfig`` (omegaconf >= 2.4) as a plain ``tuple``;
 * errors name the key path of the failing call (``model.backbone.bottom_up``).
 """
 
@@ -27,12 +28,13 @@ from __future__ import annotations
 
 import collections.abc as abc
 import dataclasses
+import functools
 import importlib.util
 from typing import Any
 
 from workbench.utils.registry import locate
 
-__all__ = ["instantiate", "locate_target", "map_module_name"]
+__all__ = ["instantiate", "locate_target", "map_module_name", "partial_of"]
 
 # Module prefixes of names that detectron2 configs use and workbench provides elsewhere:
 # (prefix as written, replacement, only when this top-level module is not installed).
@@ -66,6 +68,34 @@ def locate_target(name: str) -> Any:
     return locate(map_module_name(name))
 
 
+def partial_of(func: Any, args: Any = (), **keywords: Any) -> functools.partial:
+    """``functools.partial(func, *args, **keywords)``, as a call a config can describe.
+
+    :meth:`LazyConfig.save <workbench.config.LazyConfig.save>` writes a ``partial`` value (e.g.
+    ViTDet's ``norm_layer=partial(nn.LayerNorm, eps=1e-6)``) as
+    ``{_target_: workbench.config.partial_of, func: {_target_:
+    workbench.utils.registry.locate, name: torch.nn.LayerNorm}, eps: 1e-06}``, which
+    :func:`instantiate` turns back into the same partial.
+
+    Raises:
+        TypeError: ``func`` is not callable, or ``args`` is not a list / tuple.
+    """
+    if not callable(func):
+        raise TypeError(f"partial_of needs a callable func, got {func!r} ({type(func).__name__}).")
+    if not isinstance(args, (list, tuple)):
+        raise TypeError(
+            f"partial_of needs args as a list of positional arguments, got {args!r} "
+            f"({type(args).__name__})."
+        )
+    return functools.partial(func, *args, **keywords)
+
+
+try:
+    from omegaconf.tupleconfig import TupleConfig as _TupleConfig
+except ImportError:  # omegaconf < 2.4 stores tuples as ListConfig
+    _TupleConfig = None
+
+
 def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
@@ -76,6 +106,9 @@ def _instantiate(cfg: Any, path: str) -> Any:
     if isinstance(cfg, (list, ListConfig)):
         # Many constructors take lists of objects (ResNet stages, augmentations).
         return [_instantiate(x, _join(path, i)) for i, x in enumerate(cfg)]
+    if _TupleConfig is not None and isinstance(cfg, _TupleConfig):
+        # omegaconf >= 2.4 keeps tuples (crop_size=(1024, 1024)) as TupleConfig: give a tuple.
+        return tuple(_instantiate(x, _join(path, i)) for i, x in enumerate(cfg))
 
     # A structured config (backed by a dataclass) becomes that dataclass.
     if isinstance(cfg, DictConfig) and dataclasses.is_dataclass(cfg._metadata.object_type):

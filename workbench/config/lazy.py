@@ -16,11 +16,17 @@ Trust, and what runs when:
   such as ``functools.partial``) is refused with an error naming the file, and no code from the
   file runs. (:func:`~workbench.config.instantiate` does call the ``_target_`` callables a config
   names, so instantiate only configs you trust.)
-* :meth:`LazyConfig.save` writes plain YAML only. Values YAML cannot hold as data (functions,
-  classes, ``partial`` objects used as *values*, not as ``_target_``) are written as readable
-  ``!unsaved '<repr>'`` entries with a warning naming their keys; loading such a file fails with
-  an error naming the tag. detectron2 falls back to a cloudpickle file instead; workbench writes
-  no pickles, since loading one would run code.
+  ``${...}`` interpolations may only refer to other keys: resolvers such as ``${oc.env:VAR}``
+  (which would copy environment variables, e.g. secrets, into the config) are refused.
+* :meth:`LazyConfig.save` writes plain YAML only. Classes, functions and ``functools.partial``
+  objects used as *values* (RegNet's ``stem_class``, ViTDet's ``norm_layer``) are written as
+  plain ``_target_`` nodes that :func:`~workbench.config.instantiate` turns back into them
+  (see :mod:`workbench.config.lazy_yaml`); other values YAML cannot hold (lambdas, local
+  classes, objects) are written as readable ``!unsaved '<repr>'`` entries with a warning naming
+  their keys, and loading such a file fails with an error naming the tag. detectron2 falls back
+  to a cloudpickle file instead; workbench writes no pickles, since loading one would run code.
+* Files are read through :data:`workbench.utils.file_io.PathManager`, so configs behind a
+  registered path handler load (relative imports inside them included), as in detectron2.
 
 Names from detectron2: while a ``.py`` config runs, its imports of ``detectron2`` /
 ``detectron2.X`` give ``workbench`` / ``workbench.X`` (and ``fvcore.common.param_scheduler``
@@ -36,24 +42,24 @@ imported config never leak into another), and imported dicts become ``DictConfig
 
 from __future__ import annotations
 
-import ast
 import builtins
 import collections.abc as abc
 import dataclasses
 import inspect
 import logging
 import os
-import tempfile
+import posixpath
 import threading
 import types
 import uuid
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from workbench.utils.file_io import PathManager
 from workbench.utils.registry import _convert_target_to_string
 
+from . import lazy_overrides, lazy_yaml
 from .instantiate import map_module_name
 
 __all__ = ["LazyCall", "LazyConfig"]
@@ -119,16 +125,60 @@ def _line_in(tb: Optional[types.TracebackType], filename: str) -> Optional[int]:
     return line
 
 
+def _is_local(path: str) -> bool:
+    """Whether ``path`` is a plain local path (no registered PathManager prefix)."""
+    return PathManager._get_path_handler(path) is PathManager._native_path_handler
+
+
+def _split_prefix(path: str) -> Tuple[str, str]:
+    """``(registered PathManager prefix or "", rest of the path)``."""
+    if _is_local(path):
+        return "", path
+    prefix = next(p for p in PathManager._path_handlers if path.startswith(p))
+    return prefix, path[len(prefix):]
+
+
+def _dirname(path: str) -> str:
+    prefix, rest = _split_prefix(path)
+    return prefix + posixpath.dirname(rest) if prefix else os.path.dirname(rest)
+
+
+def _join_path(folder: str, *names: str) -> str:
+    prefix, rest = _split_prefix(folder)
+    if not prefix:
+        return os.path.join(rest, *names)
+    return prefix + posixpath.normpath(posixpath.join(rest, *names)).lstrip("/")
+
+
+def _path_test(kind: str, path: str) -> Optional[bool]:
+    """``PathManager.isfile`` / ``isdir`` (``kind``), else the same test on the handler's local
+    copy; None when neither can tell."""
+    try:
+        return bool(getattr(PathManager, kind)(path))
+    except NotImplementedError:
+        pass
+    try:
+        return bool(getattr(os.path, kind)(PathManager.get_local_path(path)))
+    except (NotImplementedError, OSError):
+        return None
+
+
 def _read_text(filename: str) -> str:
-    if not os.path.isfile(filename):
+    """The text of a config file, read through :data:`PathManager` (so configs behind a
+    registered path handler load, as in detectron2)."""
+    if _path_test("isfile", filename) is False:
         raise FileNotFoundError(f"Config file {filename} does not exist.")
-    with open(filename, encoding="utf-8") as f:
-        return f.read()
+    try:
+        with PathManager.open(filename, "r", encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"Config file {filename} does not exist ({e}).") from e
 
 
 def _exec_config_file(filename: str) -> Dict[str, Any]:
     """Run one ``.py`` config file in a fresh namespace and return that namespace."""
-    filename = os.path.abspath(filename)
+    if _is_local(filename):
+        filename = os.path.abspath(filename)
     stack: List[str] = getattr(_loading, "stack", [])
     if filename in stack:
         chain = " -> ".join(stack[stack.index(filename):] + [filename])
@@ -174,12 +224,12 @@ def _find_relative_config(importer: str, name: str, level: int) -> str:
             f"Config file {importer}: 'from {dots} import ...' is not supported; config files "
             f"import names from other config files, e.g. 'from {dots}file import name'."
         )
-    folder = os.path.dirname(importer)
+    folder = _dirname(importer)
     for _ in range(level - 1):
-        folder = os.path.dirname(folder)
-    target = os.path.join(folder, *name.split(".")) + ".py"
-    if not os.path.isfile(target):
-        if os.path.isdir(target[: -len(".py")]):
+        folder = _dirname(folder)
+    target = _join_path(folder, *name.split(".")) + ".py"
+    if _path_test("isfile", target) is False:
+        if _path_test("isdir", target[: -len(".py")]):
             raise ImportError(
                 f"Config file {importer}: '{dots}{name}' is a folder; relative imports in config "
                 "files can only import other config files."
@@ -226,99 +276,12 @@ def _config_import(name, globals=None, locals=None, fromlist=(), level=0):
         ) from e
 
 
-_BUILTINS_LOCK = threading.Lock()
-_BUILTINS: Optional[Dict[str, Any]] = None
-
-
 def _config_builtins() -> Dict[str, Any]:
-    global _BUILTINS
-    with _BUILTINS_LOCK:
-        if _BUILTINS is None:
-            patched = dict(vars(builtins))
-            patched["__import__"] = _config_import
-            _BUILTINS = patched
-    return _BUILTINS
-
-
-# ----------------------------------------------------------------------------- .yaml configs
-class _Unsaved:
-    """A value that plain YAML cannot hold; saved as a readable, unloadable ``!unsaved`` tag."""
-
-    def __init__(self, value: Any) -> None:
-        self.text = repr(value)
-
-
-class _ConfigDumper(yaml.SafeDumper):
-    pass
-
-
-_ConfigDumper.add_representer(tuple, lambda d, v: d.represent_list(list(v)))
-_ConfigDumper.add_representer(_Unsaved, lambda d, v: d.represent_scalar("!unsaved", v.text))
-
-_YAML_SCALARS = (str, int, float, bool, type(None))
-
-
-def _mark_unsaved(obj: Any, path: str, found: List[str]) -> Any:
-    """Replace values plain YAML cannot hold by :class:`_Unsaved`, recording their key paths."""
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if k == "_target_" and callable(v):
-                try:
-                    v = _convert_target_to_string(v)  # found again by locate() on load
-                except AttributeError:
-                    pass  # no __module__ / __qualname__: reported as unsaved below
-            out[k] = _mark_unsaved(v, f"{path}.{k}" if path else str(k), found)
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [_mark_unsaved(v, f"{path}.{i}" if path else str(i), found)
-                for i, v in enumerate(obj)]
-    if isinstance(obj, _YAML_SCALARS):
-        return obj
-    found.append(f"{path} ({type(obj).__name__})")
-    return _Unsaved(obj)
-
-
-def _load_yaml(filename: str) -> DictConfig:
-    text = _read_text(filename)
-    try:
-        obj = yaml.safe_load(text)
-    except yaml.constructor.ConstructorError as e:
-        mark = f" (line {e.problem_mark.line + 1})" if e.problem_mark is not None else ""
-        raise ValueError(
-            f"Config file {filename}{mark}: {e.problem}. Lazy YAML configs are loaded as plain "
-            "data (yaml.safe_load), so Python-object tags are refused and no code from the "
-            "file runs. Such tags appear when a config holding objects (e.g. functools.partial) "
-            "is saved; load its .py config instead, or write those values as LazyCall dicts."
-        ) from e
-    except yaml.YAMLError as e:
-        raise ValueError(f"Config file {filename} is not valid YAML: {e}") from e
-    if obj is None:
-        obj = {}
-    if not isinstance(obj, dict):
-        raise ValueError(
-            f"Config file {filename} must hold a mapping at the top level, got "
-            f"{type(obj).__name__}."
-        )
-    return OmegaConf.create(obj, flags={"allow_objects": True})
-
-
-def _atomic_write(filename: str, text: str) -> None:
-    """Write ``text`` to ``filename`` so that readers see the old file or the new one, never a
-    half-written one: write a temporary file in the same folder, then ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(filename))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(filename)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a config is an ordinary readable file
-        os.replace(tmp, filename)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """A fresh copy of the builtins for one config file, with ``__import__`` scoped to config
+    files: a config that edits its ``__builtins__`` affects neither later configs nor Python."""
+    patched = dict(vars(builtins))
+    patched["__import__"] = _config_import
+    return patched
 
 
 # ----------------------------------------------------------------------------------- LazyConfig
@@ -338,14 +301,15 @@ class LazyConfig:
         caller = inspect.stack()[1].filename
         if caller.startswith("<"):
             raise RuntimeError(f"load_rel({filename!r}) cannot tell which file it is called from.")
-        return LazyConfig.load(os.path.join(os.path.dirname(caller), filename), keys)
+        return LazyConfig.load(_join_path(_dirname(caller), filename), keys)
 
     @staticmethod
     def load(filename: str, keys: _Keys = None):
         """Load a ``.py`` or ``.yaml`` lazy config.
 
-        A ``.py`` file is executed (it is Python code); a ``.yaml`` file is read as data with
-        ``yaml.safe_load``. See the module docstring.
+        A ``.py`` file is executed (it is Python code, with its own copy of the builtins); a
+        ``.yaml`` file is read as data with ``yaml.safe_load``. Files are read through
+        :data:`~workbench.utils.file_io.PathManager`. See the module docstring.
 
         Args:
             filename: Path of the file (absolute, or relative to the working directory).
@@ -359,7 +323,8 @@ class LazyConfig:
 
         Raises:
             ValueError: The file is neither ``.py`` nor ``.yaml`` / ``.yml``, or the YAML holds
-                tags that safe loading refuses.
+                tags that safe loading refuses, or an interpolation that calls a resolver
+                (``${oc.env:VAR}``); the message names the file (and key).
             FileNotFoundError: No such file.
             ImportError: The config imports something missing; the message names the config
                 file and line.
@@ -372,7 +337,7 @@ class LazyConfig:
         if ext == ".py":
             found: Dict[str, Any] = _exec_config_file(filename)
         else:
-            found = _load_yaml(filename)
+            found = lazy_yaml.load_yaml(filename, _read_text(filename))
 
         if keys is not None:
             names = (keys,) if isinstance(keys, str) else tuple(keys)
@@ -397,64 +362,73 @@ class LazyConfig:
     def save(cfg: Any, filename: str) -> None:
         """Save a config to a YAML file, atomically (a failed save leaves no partial file).
 
-        ``_target_`` callables are written as dotted names (``workbench.modeling.FPN``), which
-        :func:`~workbench.config.instantiate` finds again. Values that plain YAML cannot hold
-        are written as ``!unsaved '<repr>'`` with a warning naming their keys: the file stays
-        readable, but :meth:`load` refuses it (see the module docstring).
+        Written as plain YAML (see :mod:`workbench.config.lazy_yaml`): ``_target_`` callables as
+        dotted names (``workbench.modeling.FPN``); classes and functions used as values as
+        ``{_target_: workbench.utils.registry.locate, name: ...}`` nodes, and
+        ``functools.partial`` values as ``workbench.config.partial_of`` nodes, which
+        :func:`~workbench.config.instantiate` turns back into the same objects. Both only when
+        the dotted name imports back to the very same object. Anything else (lambdas, classes
+        defined inside functions or inside ``.py`` configs, arbitrary objects) is written as
+        ``!unsaved '<repr>'`` with a warning naming its keys: the file stays readable, but
+        :meth:`load` refuses it.
 
         Args:
             cfg: An omegaconf config (or a dict); it is not modified.
-            filename: The YAML file to write; replaced if it exists.
+            filename: The local YAML file to write; replaced if it exists.
+
+        Raises:
+            FileNotFoundError: The folder of ``filename`` does not exist.
+            ValueError: ``filename`` has a registered PathManager prefix (only local files are
+                written, so that a save is atomic).
         """
+        filename = os.fspath(filename)
+        if not _is_local(filename):
+            raise ValueError(
+                f"Cannot save the config to {filename}: LazyConfig.save writes local files only "
+                "(so that a failed save leaves no partial file); save locally, then copy it."
+            )
         if not OmegaConf.is_config(cfg):
             cfg = OmegaConf.create(cfg, flags={"allow_objects": True})
         # A new tree of plain dicts / lists (cfg is not modified); resolve=False keeps ${...}
         # interpolations as written.
         data = OmegaConf.to_container(cfg, resolve=False)
         unsaved: List[str] = []
-        data = _mark_unsaved(data, "", unsaved)
+        data = lazy_yaml.mark_unsaved(data, "", unsaved)
         if unsaved:
             logger.warning(
                 "Saving %s: these values cannot be written as plain YAML and are saved as "
                 "'!unsaved' entries, so the file is readable but cannot be loaded: %s",
                 filename, ", ".join(unsaved),
             )
-        text = yaml.dump(data, Dumper=_ConfigDumper, default_flow_style=None,
-                         allow_unicode=True, width=9999)
-        _atomic_write(filename, text)
+        lazy_yaml.atomic_write(filename, lazy_yaml.dump(data))
 
     @staticmethod
     def apply_overrides(cfg: Any, overrides: Sequence[str]):
-        """Apply ``"key.path=value"`` overrides to ``cfg`` in place.
+        """Apply ``"key.path=value"`` overrides to ``cfg`` in place (detectron2's command-line
+        overrides), with the part of Hydra's grammar they use.
 
-        Values are read as Python literals (``1``, ``0.5``, ``[1, 2]``, ``None``, ``"x"``);
-        anything else is kept as a string (``a=b`` sets the string ``"b"``). A key may add a new
-        argument to an existing node (``optimizer.params.model=...``), but every node on the
-        way to it must exist: a typo in the middle of a path is an error, not a new subtree
-        (detectron2 creates it silently). Hydra's override grammar is not supported.
+        Values: a Python literal (``1``, ``1e-3``, ``[1, 2]``, ``None``, ``'x'``); else
+        ``true`` / ``false`` / ``null`` in any case; else a ``[...]`` / ``{...}`` list / dict
+        whose bare words are strings (``names=[coco_2017_train,coco_2017_val]``); else the text
+        as a string. An unquoted string that would replace a bool / int / float (``train.max_iter=abc``)
+        is an error; quote it (``name='100'``) to set a string on purpose.
+
+        Keys: the key must exist, except a new argument of a call (a node with a ``_target_``,
+        e.g. ``optimizer.params.model=...``); ``+key=value`` adds a new key on purpose (and the
+        nodes on its way), and is an error when the key exists. Unlike detectron2, a typo
+        anywhere in a key is an error, not a new key. See :mod:`workbench.config.lazy_overrides`.
 
         Returns:
             ``cfg``.
 
         Raises:
-            ValueError: An override is not of the form ``key=value``.
-            KeyError: A node on the key's path does not exist or is not a config; the message
-                names the key and the node.
+            ValueError: An override is not of the form ``key=value`` / ``+key=value``, its
+                ``[...]`` / ``{...}`` value is not valid, or an unquoted string would replace a
+                number or bool; the message names the override.
+            KeyError: A node on the key's path, or the key itself, does not exist (the message
+                names the key and the closest existing keys), or ``+`` names an existing key.
         """
-        if isinstance(overrides, str):
-            raise TypeError(f"overrides must be a list of 'key=value' strings, got {overrides!r}.")
-        for override in overrides:
-            key, sep, text = override.partition("=")
-            key = key.strip()
-            if not sep or not key:
-                raise ValueError(f"Override {override!r} is not of the form 'key=value'.")
-            try:
-                value = ast.literal_eval(text.strip())
-            except (ValueError, SyntaxError):
-                value = text
-            _check_override_path(cfg, key)
-            OmegaConf.update(cfg, key, value, merge=True)
-        return cfg
+        return lazy_overrides.apply_overrides(cfg, overrides)
 
     @staticmethod
     def to_py(cfg: Any, prefix: str = "cfg.") -> str:
@@ -474,28 +448,6 @@ class LazyConfig:
             return black.format_str(text, mode=black.Mode())
         except black.InvalidInput:
             return text
-
-
-_ABSENT = object()
-
-
-def _check_override_path(cfg: Any, key: str) -> None:
-    parts = key.split(".")
-    for i in range(1, len(parts)):
-        prefix = ".".join(parts[:i])
-        node = OmegaConf.select(cfg, prefix, default=_ABSENT, throw_on_missing=False)
-        if node is _ABSENT:
-            parent = OmegaConf.select(cfg, ".".join(parts[: i - 1]), default=None) if i > 1 else cfg
-            there = sorted(str(k) for k in parent.keys()) if isinstance(parent, DictConfig) else []
-            raise KeyError(
-                f"Cannot override '{key}': '{prefix}' does not exist"
-                + (f" (keys there: {there})." if there else ".")
-            )
-        if not OmegaConf.is_config(node):
-            raise KeyError(
-                f"Cannot override '{key}': '{prefix}' is a {type(node).__name__} value "
-                f"({node!r}), not a config node."
-            )
 
 
 def _target_name(target: Any) -> str:
