@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,8 +18,10 @@ from PIL import Image
 
 from inspect_fixtures import tiny_cfg
 from workbench import inspect as wi
-from workbench.extract import extract, list_images, load_extracted, read_npz
+from workbench.extract import (ExtractionFolderError, FolderBusyError, extract, list_images,
+                               load_extracted, read_npz)
 from workbench.extract.core import _load_image
+from workbench.extract.locking import FileLock
 from workbench.data import transforms as T
 from workbench.modeling import build_model
 
@@ -50,13 +54,32 @@ def setup(tmp_path_factory):
             "cfg_path": cfg_path, "kwargs": kwargs, "out": out}
 
 
-def _cli(s, out, *extra, env=None, launcher=()):
+def _cli_args(s, out, *extra, env=None, launcher=()):
     cmd = [sys.executable, *launcher, "-m", "workbench.extract", "--config-file", str(s["cfg_path"]),
            "--weights", str(s["weights"]), "--input", str(s["images"]), "--output", str(out),
            "--features", *FEATURES, "--batch-size", "2", "--shard-size", "4", "--threads", "1",
            "--workers", "1", "--no-progress", *extra]
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
+    return cmd, full_env
+
+
+def _cli(s, out, *extra, env=None, launcher=()):
+    cmd, full_env = _cli_args(s, out, *extra, env=env, launcher=launcher)
     return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=180)
+
+
+def _paused_cli(s, out, point, *extra):
+    """The CLI, stopped (alive, holding its locks) at fault point ``point``; stderr in a file."""
+    cmd, env = _cli_args(s, out, *extra, env={"WORKBENCH_EXTRACT_FAULT": f"pause@{point}"})
+    log = Path(f"{out}.stderr")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    deadline = time.monotonic() + 120
+    while f"paused at {point}" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the run did not pause at {point}: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    return proc, log
 
 
 def _files(folder):
@@ -187,3 +210,124 @@ def test_images_without_detections_extract_to_empty_rows(setup, tmp_path):
     assert ds.manifest["num_images"] == 7
     assert len(ds.concat("det/embeddings")) == 0 and ds.concat("det/embeddings").shape[1] == 32
     assert len(ds.concat("fpn_pooled/p3")) == 7
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in Path(folder).iterdir()
+                  if p.name.endswith((".tmp", ".lock")) or ".part-" in p.name)
+
+
+def test_second_writer_stops_with_a_clear_error_and_sigterm_keeps_the_work(setup):
+    out = setup["root"] / "two_writers"
+    # Writer A stops after the 2nd batch of shard 0 (images 0-3 computed, none saved yet),
+    # holding the folder lock and shard 0's lock.
+    first, _ = _paused_cli(setup, out, "batch-done:0.2", "--checkpoint-seconds", "1000")
+    try:
+        second = _cli(setup, out)  # writer B: another real process on the same folder
+        assert second.returncode == 1, second.stderr[-2000:]
+        msg = " ".join(second.stderr.split())
+        assert f"{out} is being written by another extraction: pid {first.pid} on host" in msg
+        assert "(lone writer)" in msg and "run this command again: it resumes" in msg, msg
+        assert "Traceback" not in second.stderr
+        assert not (out / "shard-00000.npz").exists() and not list(out.glob("*.tmp"))
+        # SIGTERM (a scheduler's preemption): A saves the batches it finished, releases its locks.
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        first.kill()
+    assert _leftovers(out) == ["shard-00000.part-000000.npz"]  # rows 0-3: all of shard 0
+    manifest = extract(setup["model"], setup["images"], out, **setup["kwargs"])
+    assert manifest["run"] == {"images_computed": 3, "images_from_partial_shards": 4}
+    assert _files(out) == _files(setup["out"])  # identical, and no lock / part / temporary file
+
+
+def test_kill_9_mid_shard_redoes_at_most_one_batch(setup):
+    out = setup["root"] / "kill9"
+    # Saved after every batch; stopped when the 2nd batch of shard 0 (images 2-3) is computed but
+    # not yet saved, then killed for real: the 4 images computed, 2 of them on disk.
+    proc, _ = _paused_cli(setup, out, "batch-done:0.2", "--checkpoint-seconds", "0")
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert _leftovers(out) == ["shard-00000.lock", "shard-00000.part-000000.npz", "writer.lock"]
+    manifest = extract(setup["model"], setup["images"], out, **setup["kwargs"])
+    run = manifest["run"]
+    assert run == {"images_computed": 5, "images_from_partial_shards": 2}
+    assert 4 - run["images_from_partial_shards"] == 2  # redone: the one unsaved batch
+    assert _files(out) == _files(setup["out"])
+
+
+def test_sharded_runs_and_a_lone_writer_keep_apart(setup, tmp_path):
+    out = tmp_path / "ranks"
+    out.mkdir()
+    kw = setup["kwargs"]
+    lone = FileLock(out / "writer.lock", role="lone writer")  # as a running lone extraction holds it
+    assert lone.acquire()
+    with pytest.raises(FolderBusyError, match=r"being written by another extraction: pid "
+                       rf"{os.getpid()} on host .* since .* \(lone writer\)"):
+        extract(setup["model"], setup["images"], out, rank=0, world_size=2, **kw)
+    lone.release()
+    extract(setup["model"], setup["images"], out, rank=0, world_size=2, **kw)  # ranks share it
+    # Shard 1 held by some other sharded run (another world size): rank 1 of 2 stops, clearly.
+    other = FileLock(out / "shard-00001.lock", role="rank 0 of 3")
+    assert other.acquire()
+    with pytest.raises(FolderBusyError, match=r"shard-00001 is being written by another process: "
+                                              rf"pid {os.getpid()} .*\(rank 0 of 3\)"):
+        extract(setup["model"], setup["images"], out, rank=1, world_size=2, **kw)
+    other.release()
+    assert extract(setup["model"], setup["images"], out, rank=1, world_size=2, **kw)["run"] == {
+        "images_computed": 3, "images_from_partial_shards": 0}
+    assert not (out / "manifest.json").exists()  # rank 1 does not write it; a lone rerun does
+    assert extract(setup["model"], setup["images"], out, **kw)["run"]["images_computed"] == 0
+    assert _files(out) == _files(setup["out"])
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"format": "workbench-extract/1", "feat', "is not valid JSON"),
+    ("[1, 2]", "holds a list, not a JSON object"),
+    ('{"format": "workbench-extract/1"}', "lacks ['features', 'batch_size'"),
+])
+def test_damaged_config_json_is_named(setup, tmp_path, text, problem):
+    out = tmp_path / "feats"
+    shutil.copytree(setup["out"], out)
+    (out / "config.json").write_text(text)
+    with pytest.raises(ExtractionFolderError) as e:
+        extract(setup["model"], setup["images"], out, **setup["kwargs"])
+    msg = str(e.value)
+    assert msg.startswith(f"{out / 'config.json'} {problem}")
+    assert f"folder {out} is incomplete or damaged" in msg
+    assert f"start over (delete {out} or use another output folder)" in msg
+    assert not list(out.glob("*.lock"))
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda m: m.write_text(m.read_text()[:200]), "is not valid JSON"),
+    (lambda m: m.write_text(json.dumps({**json.loads(m.read_text()), "shards": [{"bytes": 1}]})),
+     "has a damaged 'shards' list"),
+    (lambda m: m.write_text(json.dumps({k: v for k, v in json.loads(m.read_text()).items()
+                                        if k != "shards"})), "lacks ['shards']"),
+])
+def test_damaged_manifest_json_is_named_and_a_rerun_repairs_it(setup, tmp_path, damage, problem):
+    out = tmp_path / "feats"
+    shutil.copytree(setup["out"], out)
+    damage(out / "manifest.json")
+    with pytest.raises(ExtractionFolderError) as e:
+        load_extracted(out)
+    msg = str(e.value)
+    assert msg.startswith(f"{out / 'manifest.json'} {problem}") and "incomplete or damaged" in msg
+    assert "Run the same extraction again to repair it" in msg
+    run = extract(setup["model"], setup["images"], out, **setup["kwargs"])["run"]
+    assert run["images_computed"] == 0
+    assert _files(out) == _files(setup["out"]) and len(load_extracted(out)) == 2
+
+
+def test_truncated_shard_is_named_and_a_rerun_redoes_it(setup, tmp_path):
+    out = tmp_path / "feats"
+    shutil.copytree(setup["out"], out)
+    with open(out / "shard-00001.npz", "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(ExtractionFolderError, match=r"shard-00001.npz has 1000 bytes, but .*manifest"
+                                                    r".json says \d+: the extraction folder is damaged"):
+        load_extracted(out).shard(1)
+    run = extract(setup["model"], setup["images"], out, **setup["kwargs"])["run"]
+    assert run["images_computed"] == 3
+    assert _files(out) == _files(setup["out"])

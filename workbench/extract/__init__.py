@@ -1,13 +1,16 @@
 """Dataset-scale feature extraction: ``extract(model, folder_or_coco_json, out_dir)``.
 
 Also a command line, ``python -m workbench.extract --help``. Output: ``.npz`` shards plus JSON
-manifests (no pickle anywhere), resumable after a kill, one slice per rank under ``torchrun``.
-See :mod:`workbench.extract.core` for the file layout.
+manifests (no pickle anywhere), resumable after a kill (to within a few seconds of work), one
+slice per rank under ``torchrun``, one writer (group) per folder at a time. See
+:mod:`workbench.extract.core` for the file layout.
 """
 
 from .core import (
     FEATURES,
     Extracted,
+    ExtractionFolderError,
+    FolderBusyError,
     ImageRecord,
     extract,
     list_images,
@@ -16,5 +19,5 @@ from .core import (
     write_npz,
 )
 
-__all__ = ["FEATURES", "Extracted", "ImageRecord", "extract", "list_images", "load_extracted",
-           "read_npz", "write_npz"]
+__all__ = ["FEATURES", "Extracted", "ExtractionFolderError", "FolderBusyError", "ImageRecord",
+           "extract", "list_images", "load_extracted", "read_npz", "write_npz"]

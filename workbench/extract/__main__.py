@@ -6,7 +6,8 @@ Examples::
         --input photos/ --output feats/ --features detections fpn_pooled
     torchrun --nproc_per_node 2 -m workbench.extract ... (same arguments; one slice per rank)
 
-Run the same command again after an interruption: finished shards are kept, the rest is done.
+Run the same command again after an interruption: finished shards are kept, and so are the
+batches of an unfinished shard saved every ``--checkpoint-seconds`` (and on SIGTERM / Ctrl-C).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import List, Optional
 
 import torch
 
-from .core import FEATURES, extract
+from .core import FEATURES, ExtractionFolderError, FolderBusyError, extract
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "torchrun with CUDA, cuda:LOCAL_RANK)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--workers", type=int, default=2, help="image-decoding threads")
+    p.add_argument("--checkpoint-seconds", type=float, default=5.0,
+                   help="save the finished batches of the shard in progress at least this often, "
+                        "so a killed run loses little work (0: after every batch)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="config overrides, KEY VALUE pairs (last argument)")
@@ -66,6 +71,17 @@ def _load_cfg(path: str, opts: List[str]):
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (a scheduler's preemption, torchrun stopping its workers) ends the run through an
+    # exception, so the finished batches of the shard in progress are saved first.
+    previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
+    try:
+        return _main(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from workbench.checkpoint import DetectionCheckpointer
@@ -101,13 +117,29 @@ def main(argv: Optional[List[str]] = None) -> int:
             rank=rank, world_size=world_size, num_workers=args.workers,
             progress=not args.no_progress,
             model_info={"config_file": config_name, "weights": weights or "", "opts": list(args.opts)},
+            checkpoint_seconds=args.checkpoint_seconds,
         )
+    except (FolderBusyError, ExtractionFolderError) as e:
+        print(f"[rank {rank}/{world_size}] error: {e}", file=sys.stderr)
+        return 1
     finally:
         if initialized_here:
             torch.distributed.destroy_process_group()
-    done = len(manifest["shards"])
-    print(f"[rank {rank}/{world_size}] {done} shards in {args.output}", file=sys.stderr)
+    done, run = len(manifest["shards"]), manifest["run"]
+    print(f"[rank {rank}/{world_size}] {done} shards in {args.output} ({run['images_computed']} "
+          f"images computed, {run['images_from_partial_shards']} taken from partial shards)",
+          file=sys.stderr)
     return 0
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,19 @@ match the size and SHA-256 recorded there) is redone, so a run killed at any poi
 the same files as an uninterrupted one. The zip members carry a fixed timestamp, so equal
 arrays give byte-identical files.
 
+While a shard is computed, its finished batches are saved every ``checkpoint_seconds`` (and on
+an exception, Ctrl-C or, under the command line, SIGTERM) as ``shard-KKKKK.part-RRRRRR.npz``; a
+resumed run takes those rows from there, so a ``kill -9`` loses at most ``checkpoint_seconds``
+plus one batch of work, and the finished shard is still byte-identical (parts are removed once
+it is done; see :mod:`workbench.extract.folder`).
+
+Writers: ``writer.lock`` is held exclusively by a lone run and shared by the ranks of a sharded
+run; ``shard-KKKKK.lock`` is held while shard K is written. A second run on a folder in use
+stops with :class:`FolderBusyError` naming the process (pid, host, since) instead of writing
+over its files. Ranks write disjoint shards, so they share the folder lock; the shard locks
+still keep apart two sharded runs with different world sizes. Locks are ``flock`` s, which die
+with their process, and their files are removed on release (:mod:`workbench.extract.locking`).
+
 Arrays of a shard (M images, D detections in total, L levels, C channels):
 
 * always: ``image_index`` (M,) int64 position in the image list, ``image_id`` (M,) str,
@@ -37,13 +50,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import queue
-import zipfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -52,14 +66,18 @@ from torch import nn
 
 from workbench.data import transforms as T
 
+from .folder import (ExtractionFolderError, clean_shard, fault, leftovers, read_json, read_npz,
+                     read_parts, shard_done, shard_name, write_json, write_npz, write_part)
+from .locking import FileLock, FolderBusyError, describe_holders
+from .reading import Extracted, load_extracted
+
 __all__ = ["FEATURES", "ImageRecord", "list_images", "extract", "Extracted", "load_extracted",
-           "read_npz", "write_npz"]
+           "read_npz", "write_npz", "ExtractionFolderError", "FolderBusyError"]
 
 FEATURES = ("detections", "det_logits", "fpn_pooled", "fpn")
 FORMAT = "workbench-extract/1"
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-# Fault injection for the tests: "<point>:<shard>" makes the process exit abruptly there.
-_FAULT_ENV = "WORKBENCH_EXTRACT_FAULT"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,94 +128,6 @@ def list_images(source: Union[str, os.PathLike], image_root: Optional[str] = Non
             raise ValueError(f"{source}: image ids are not unique.")
         return records
     raise FileNotFoundError(f"{source} is neither a folder of images nor a COCO .json file.")
-
-
-# -- files ---------------------------------------------------------------------------------------
-
-def _fault(point: str, shard: int) -> None:
-    if os.environ.get(_FAULT_ENV) == f"{point}:{shard}":
-        os._exit(17)  # as abrupt as a kill: no cleanup, no flush
-
-
-def write_npz(path: Union[str, os.PathLike], arrays: Dict[str, np.ndarray], *,
-              _shard: int = -1) -> Tuple[int, str]:
-    """Write an uncompressed ``.npz`` atomically and reproducibly (fixed zip timestamps).
-
-    Example::
-
-        write_npz("a.npz", {"x": np.zeros(3)})   # a.npz.tmp, then renamed to a.npz
-        read_npz("a.npz")["x"]
-        write_npz("b.npz", {"x": np.zeros(3)})   # byte-identical to a.npz
-
-    Returns:
-        (size in bytes, SHA-256 hex digest) of the file.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for n, (name, arr) in enumerate(arrays.items()):
-            arr = np.asarray(arr)
-            if arr.dtype == object:
-                raise TypeError(f"Array {name!r} has dtype object, which would need pickle.")
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with zf.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-            if n == len(arrays) // 2:
-                _fault("npz-partial", _shard)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return _file_digest(path)
-
-
-def _file_digest(path: Path) -> Tuple[int, str]:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return path.stat().st_size, h.hexdigest()
-
-
-def read_npz(path: Union[str, os.PathLike]) -> Dict[str, np.ndarray]:
-    """All arrays of a shard, loaded without pickle.
-
-    Example::
-
-        arrays = read_npz("feats/shard-00000.npz")
-        arrays["det/embeddings"][arrays["det/image"] == 0]   # embeddings of the shard's 1st image
-        arrays["image_id"]
-    """
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _shard_name(k: int) -> str:
-    return f"shard-{k:05d}"
-
-
-def _shard_done(out: Path, k: int, verify: bool = True) -> Optional[Dict[str, Any]]:
-    """The manifest entry of shard k if it is complete (and, with ``verify``, intact), else None."""
-    meta_path = out / f"{_shard_name(k)}.json"
-    npz_path = out / f"{_shard_name(k)}.npz"
-    if not meta_path.is_file() or not npz_path.is_file():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return None
-    if npz_path.stat().st_size != meta.get("bytes"):
-        return None
-    if verify and _file_digest(npz_path)[1] != meta.get("sha256"):
-        return None
-    return meta
 
 
 # -- images --------------------------------------------------------------------------------------
@@ -339,7 +269,8 @@ def extract(model: nn.Module, source: Union[str, os.PathLike, Sequence[ImageReco
             batch_size: int = 4, shard_size: int = 64, min_size: int = 800, max_size: int = 1333,
             input_format: str = "BGR", float_dtype: str = "float32", image_root: Optional[str] = None,
             rank: Optional[int] = None, world_size: Optional[int] = None, num_workers: int = 2,
-            progress: bool = True, model_info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+            progress: bool = True, model_info: Optional[Dict[str, Any]] = None,
+            checkpoint_seconds: float = 5.0) -> Dict[str, Any]:
     """Extract features of every image of ``source`` into shards under ``out_dir`` (resumable).
 
     Example::
@@ -361,10 +292,18 @@ def extract(model: nn.Module, source: Union[str, os.PathLike, Sequence[ImageReco
         num_workers: image-decoding threads (they overlap with the model).
         progress: show a tqdm progress bar (per rank).
         model_info: free-form description stored in ``config.json`` (e.g. config and weights).
+        checkpoint_seconds: save the finished batches of the shard in progress at least this
+            often (0: after every batch), so that a killed run loses little work. The output
+            does not depend on it.
 
     Returns:
         The manifest: settings and one entry per shard (this rank's view; ``manifest.json`` on
-        disk lists every shard once all ranks are done).
+        disk lists every shard once all ranks are done), plus ``run``: how many images this
+        call computed and how many it took from partial shards of an interrupted run.
+
+    Raises:
+        FolderBusyError: another run is writing ``out_dir``.
+        ExtractionFolderError: ``out_dir``'s ``config.json`` is damaged.
     """
     features = list(dict.fromkeys(features))
     bad = [f for f in features if f not in FEATURES]
@@ -377,6 +316,8 @@ def extract(model: nn.Module, source: Union[str, os.PathLike, Sequence[ImageReco
         raise ValueError(f"input_format must be 'BGR', 'RGB' or 'L', got {input_format!r}.")
     if model.training:
         raise RuntimeError("extract() needs model.eval().")
+    if not checkpoint_seconds >= 0:
+        raise ValueError(f"checkpoint_seconds must be >= 0, got {checkpoint_seconds}.")
     if ("detections" in features or "det_logits" in features) and not any(
             getattr(model, part, None) is not None for part in ("roi_heads", "proposal_generator", "head")):
         raise ValueError(f"{type(model).__name__} has no detection heads; extract 'fpn_pooled' or 'fpn'.")
@@ -394,65 +335,175 @@ def extract(model: nn.Module, source: Union[str, os.PathLike, Sequence[ImageReco
         "images_sha256": hashlib.sha256(
             "\n".join(f"{r.index}\t{r.id}" for r in records).encode()).hexdigest(),
     }
-    config_path = out / "config.json"
-    if config_path.is_file():
-        old = json.loads(config_path.read_text())
-        if old != json.loads(json.dumps(settings, sort_keys=True)):
-            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            raise ValueError(f"{out} holds an extraction with other settings ({diff} differ); use "
-                             "another output folder or the same settings to resume.")
-    elif rank == 0:
-        _write_json(config_path, settings)
-
-    num_shards = -(-len(records) // shard_size)
-    mine = [k for k in range(num_shards) if k % world_size == rank]
-    todo = [k for k in mine if _shard_done(out, k) is None]
-    resize = T.ResizeShortestEdge([min_size, min_size], max_size)
-
-    batches: List[List[ImageRecord]] = []
-    for k in todo:
-        shard = records[k * shard_size:(k + 1) * shard_size]
-        batches.extend(shard[j:j + batch_size] for j in range(0, len(shard), batch_size))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        total = sum(len(records[k * shard_size:(k + 1) * shard_size]) for k in mine)
-        bar = tqdm(total=total, initial=total - sum(len(b) for b in batches), unit="img",
-                   desc=f"extract[{rank}/{world_size}]", position=rank, dynamic_ncols=True)
-    prefetch = _Prefetcher(batches, lambda r: _load_image(r, resize, input_format), num_workers)
+    role = "lone writer" if world_size == 1 else f"rank {rank} of {world_size}"
+    folder_lock = FileLock(out / "writer.lock", shared=world_size > 1, role=role)
+    if not folder_lock.acquire():
+        raise FolderBusyError(
+            f"{out} is being written by another extraction: {describe_holders(folder_lock.path)}. "
+            "Two writers on one folder would overwrite each other's files, so this one stops "
+            "(the ranks of one torchrun job may share a folder; separate runs may not). Let that "
+            "run finish, or stop it, then run this command again: it resumes, keeping every "
+            "finished shard. Or write to another output folder.")
     try:
-        pending: List[Tuple[List[ImageRecord], List[Dict[str, Any]]]] = []
-        todo_iter = iter(todo)
-        current = next(todo_iter, None)
-        for recs, inputs in prefetch:
-            per_image = _batch_arrays(model, inputs, features, dtype)
-            pending.append((recs, per_image))
-            if bar is not None:
-                bar.update(len(recs))
-            shard_recs = records[current * shard_size:(current + 1) * shard_size]
-            if sum(len(r) for r, _ in pending) == len(shard_recs):
-                _commit(out, current, [r for rs, _ in pending for r in rs],
-                        [d for _, ds in pending for d in ds])
-                pending = []
-                current = next(todo_iter, None)
+        run = _Run(model, records, out, settings, features, dtype, rank, world_size, role,
+                   checkpoint_seconds)
+        return run.go(num_workers, progress)
     finally:
-        prefetch.close()
-        if bar is not None:
-            bar.close()
+        folder_lock.release()
 
-    entries = [_shard_done(out, k, verify=False) for k in mine]
-    if any(e is None for e in entries):
-        raise RuntimeError(f"Shards {[k for k, e in zip(mine, entries) if e is None]} are not complete.")
-    _finish(out, settings, num_shards, rank, world_size)
-    return {**settings, "shards": entries}
+
+class _Run:
+    """One writer's pass over its shards (holding the folder lock)."""
+
+    def __init__(self, model, records, out, settings, features, dtype, rank, world_size, role,
+                 checkpoint_seconds):
+        self.model, self.records, self.out, self.settings = model, records, out, settings
+        self.features, self.dtype, self.rank, self.world_size = features, dtype, rank, world_size
+        self.role, self.checkpoint_seconds = role, checkpoint_seconds
+        self.size, self.batch = settings["shard_size"], settings["batch_size"]
+        self.computed = self.resumed = 0
+        self.last_save = time.monotonic()
+
+    def shard(self, k: int) -> List[ImageRecord]:
+        return self.records[k * self.size:(k + 1) * self.size]
+
+    def lock_shard(self, k: int) -> FileLock:
+        lock = FileLock(self.out / f"{shard_name(k)}.lock", role=self.role)
+        if not lock.acquire():
+            raise FolderBusyError(
+                f"{self.out / shard_name(k)} is being written by another process: "
+                f"{describe_holders(lock.path)}. Two sharded runs (torchrun jobs, or runs with "
+                f"other rank / world-size settings) are writing {self.out}. Stop one of them, or "
+                "let it finish and run this command again (it resumes), or write to another "
+                "output folder.")
+        return lock
+
+    def check_config(self) -> None:
+        out, settings = self.out, self.settings
+        config_path = out / "config.json"
+        with FileLock(out / "meta.lock", role=self.role):
+            if self.rank == 0:
+                (out / "config.json.tmp").unlink(missing_ok=True)
+            if config_path.is_file():
+                old = read_json(config_path, required=list(settings), fix=(
+                    "It records the settings the finished shards were made with, so they cannot "
+                    f"be checked without it: start over (delete {out} or use another output "
+                    "folder). Only if you are rerunning the very command that made this folder, "
+                    f"delete {config_path} and run again to keep the finished shards."))
+                if old != json.loads(json.dumps(settings, sort_keys=True)):
+                    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+                    raise ValueError(f"{out} holds an extraction with other settings ({diff} differ); "
+                                     "use another output folder or the same settings to resume.")
+            elif self.rank == 0:
+                write_json(config_path, settings)
+
+    def go(self, num_workers: int, progress: bool) -> Dict[str, Any]:
+        self.check_config()
+        out, settings = self.out, self.settings
+        num_shards = -(-len(self.records) // self.size)
+        mine = [k for k in range(num_shards) if k % self.world_size == self.rank]
+        names = os.listdir(out)
+        todo, resumed = [], {}
+        for k in mine:
+            if shard_done(out, k) is None:
+                todo.append(k)
+                shard = self.shard(k)
+                rows = read_parts(out, k, names, [r.index for r in shard], [r.id for r in shard],
+                                  self.batch)
+                if rows:
+                    resumed[k] = rows
+            elif leftovers(names, k):  # a writer killed after finishing it, before cleaning up
+                lock = self.lock_shard(k)
+                try:
+                    clean_shard(out, k, done=True)
+                finally:
+                    lock.release()
+        resize = T.ResizeShortestEdge([settings["min_size"]] * 2, settings["max_size"])
+        batches: List[List[ImageRecord]] = []
+        plan = {}
+        for k in todo:
+            shard = self.shard(k)[len(resumed.get(k, ())):]
+            plan[k] = [shard[j:j + self.batch] for j in range(0, len(shard), self.batch)]
+            batches.extend(plan[k])
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            total = sum(len(self.shard(k)) for k in mine)
+            self.bar = tqdm(total=total, initial=total - sum(len(b) for b in batches), unit="img",
+                            desc=f"extract[{self.rank}/{self.world_size}]", position=self.rank,
+                            dynamic_ncols=True)
+        fmt = settings["input_format"]
+        prefetch = _Prefetcher(batches, lambda r: _load_image(r, resize, fmt), num_workers)
+        try:
+            for k in todo:
+                lock = self.lock_shard(k)
+                try:
+                    if shard_done(out, k, verify=False) is not None:  # another writer did it
+                        for _ in plan[k]:
+                            next(prefetch)
+                    else:
+                        clean_shard(out, k, done=False)
+                        self.do_shard(k, resumed.pop(k, []), len(plan[k]), prefetch)
+                    clean_shard(out, k, done=True)
+                finally:
+                    lock.release()
+        finally:
+            prefetch.close()
+            if self.bar is not None:
+                self.bar.close()
+
+        entries = [shard_done(out, k, verify=False) for k in mine]
+        if any(e is None for e in entries):
+            raise RuntimeError(f"Shards {[k for k, e in zip(mine, entries) if e is None]} are not complete.")
+        _finish(out, settings, num_shards, self.rank, self.world_size)
+        logger.info("%s: %d images computed, %d taken from partial shards of an interrupted run",
+                    out, self.computed, self.resumed)
+        return {**settings, "shards": entries,
+                "run": {"images_computed": self.computed, "images_from_partial_shards": self.resumed}}
+
+    def do_shard(self, k: int, rows: List[Dict[str, Any]], num_batches: int, prefetch) -> None:
+        """Compute shard k from row ``len(rows)`` on, saving partial shards every
+        ``checkpoint_seconds`` and when interrupted by an exception (Ctrl-C, SIGTERM under the CLI)."""
+        shard = self.shard(k)
+        self.resumed += len(rows)
+        saved = len(rows)  # rows [0, saved) are on disk
+
+        def save() -> None:
+            nonlocal saved
+            part = shard[saved:len(rows)]
+            write_part(self.out, k, saved, [r.index for r in part], [r.id for r in part], rows[saved:])
+            saved = len(rows)
+            self.last_save = time.monotonic()
+
+        try:
+            for _ in range(num_batches):
+                recs, inputs = next(prefetch)
+                row = len(rows)
+                rows.extend(_batch_arrays(self.model, inputs, self.features, self.dtype))
+                self.computed += len(recs)
+                if self.bar is not None:
+                    self.bar.update(len(recs))
+                fault("batch-done", f"{k}.{row}")
+                if (len(rows) < len(shard)
+                        and time.monotonic() - self.last_save >= self.checkpoint_seconds):
+                    save()
+            _commit(self.out, k, shard, rows)
+            self.last_save = time.monotonic()
+        except BaseException:
+            if saved < len(rows):
+                try:
+                    save()
+                except Exception as e:  # keep the original error
+                    logger.warning("could not save the finished part of %s: %s", shard_name(k), e)
+            raise
 
 
 def _commit(out: Path, k: int, records: List[ImageRecord], per_image: List[Dict[str, Any]]) -> None:
     arrays = _shard_arrays(records, per_image)
-    name = _shard_name(k)
+    name = shard_name(k)
     size, digest = write_npz(out / f"{name}.npz", arrays, _shard=k)
-    _fault("before-json", k)
+    fault("before-json", k)
     entry = {
         "shard": k, "file": f"{name}.npz", "bytes": size, "sha256": digest,
         "image_index": [r.index for r in records], "image_id": [r.id for r in records],
@@ -461,7 +512,7 @@ def _commit(out: Path, k: int, records: List[ImageRecord], per_image: List[Dict[
         "arrays": {n: [list(a.shape), a.dtype.str] for n, a in arrays.items()
                    if not n.startswith("fpn/")},
     }
-    _write_json(out / f"{name}.json", entry)
+    write_json(out / f"{name}.json", entry)
 
 
 def _finish(out: Path, settings: Dict[str, Any], num_shards: int, rank: int, world_size: int) -> None:
@@ -470,66 +521,9 @@ def _finish(out: Path, settings: Dict[str, Any], num_shards: int, rank: int, wor
     if dist:
         torch.distributed.barrier()
     if rank == 0:
-        entries = [_shard_done(out, k, verify=False) for k in range(num_shards)]
+        entries = [shard_done(out, k, verify=False) for k in range(num_shards)]
         if all(e is not None for e in entries):
-            _write_json(out / "manifest.json", {**settings, "shards": entries})
+            with FileLock(out / "meta.lock", role="rank 0"):
+                write_json(out / "manifest.json", {**settings, "shards": entries})
     if dist:
         torch.distributed.barrier()
-
-
-# -- reading -------------------------------------------------------------------------------------
-
-class Extracted:
-    """An extraction folder: its manifest and lazy access to the shards.
-
-    Example::
-
-        ds = load_extracted("feats/")
-        ds.concat("det/embeddings").shape, ds.concat("fpn_pooled/p5").shape
-        for arrays in ds: ...              # one dict of arrays per shard, in order
-    """
-
-    def __init__(self, out_dir: Union[str, os.PathLike]):
-        self.root = Path(out_dir)
-        path = self.root / "manifest.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: the extraction is not finished "
-                                    "(run it again to resume).")
-        self.manifest: Dict[str, Any] = json.loads(path.read_text())
-
-    def __len__(self) -> int:
-        return len(self.manifest["shards"])
-
-    def shard(self, k: int) -> Dict[str, np.ndarray]:
-        return read_npz(self.root / self.manifest["shards"][k]["file"])
-
-    def __iter__(self) -> Iterator[Dict[str, np.ndarray]]:
-        for k in range(len(self)):
-            yield self.shard(k)
-
-    def concat(self, name: str) -> np.ndarray:
-        """One array over all shards (``det/image`` becomes the global ``image_index``)."""
-        parts = []
-        for arrays in self:
-            if name == "det/image":
-                parts.append(arrays["image_index"][arrays["det/image"]])
-            else:
-                parts.append(arrays[name])
-        return np.concatenate(parts, axis=0)
-
-    def __repr__(self) -> str:
-        m = self.manifest
-        return (f"Extracted({self.root}, {m['num_images']} images in {len(self)} shards, "
-                f"features={m['features']})")
-
-
-def load_extracted(out_dir: Union[str, os.PathLike]) -> Extracted:
-    """Open a finished extraction folder (see :class:`Extracted`).
-
-    Example::
-
-        ds = load_extracted("feats/")
-        emb, img = ds.concat("det/embeddings"), ds.concat("det/image")   # (D, E), (D,)
-        ds.manifest["shards"][0]["image_id"]
-    """
-    return Extracted(out_dir)
