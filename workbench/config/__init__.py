@@ -10,10 +10,13 @@ from .configurable import configurable
 from .compat import downgrade_config, upgrade_config
 from .instantiate import instantiate, partial_of
 from .lazy import LazyCall, LazyConfig
+from .validate import ConfigValueError, check_config_values
 
 __all__ = [
     "CfgNode",
     "ConfigKeyError",
+    "ConfigValueError",
+    "check_config_values",
     "configurable",
     "downgrade_config",
     "get_cfg",

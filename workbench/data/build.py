@@ -23,6 +23,7 @@ import torch.utils.data as torchdata
 from tabulate import tabulate
 
 from workbench.config import configurable
+from workbench.config.validate import INPUT_KEYS, check_config_values
 from workbench.structures import BoxMode
 from workbench.utils.comm import get_world_size
 from workbench.utils.env import seed_all_rng
@@ -255,6 +256,8 @@ def build_batch_data_loader(dataset, sampler: Optional[torchdata.Sampler], total
 
 
 def _train_loader_from_config(cfg, mapper=None, *, dataset=None, sampler=None) -> Dict[str, Any]:
+    # Before the (maybe slow) dataset loading: impossible values raise ConfigValueError.
+    check_config_values(cfg, ("SOLVER.IMS_PER_BATCH",) + (INPUT_KEYS if mapper is None else ()))
     if dataset is None:
         dataset = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN,
@@ -339,6 +342,8 @@ def build_detection_train_loader(dataset, *, mapper, sampler=None, total_batch_s
 
 
 def _test_loader_from_config(cfg, dataset_name, mapper=None) -> Dict[str, Any]:
+    if mapper is None:
+        check_config_values(cfg, INPUT_KEYS)  # ConfigValueError before loading the dataset
     if isinstance(dataset_name, str):
         dataset_name = [dataset_name]
     dataset = get_detection_dataset_dicts(

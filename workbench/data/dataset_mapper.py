@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from workbench.config import configurable
+from workbench.config.validate import INPUT_KEYS, check_config_values
 
 from . import detection_utils as utils
 from . import transforms as T
@@ -82,6 +83,7 @@ class DatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
+        check_config_values(cfg, INPUT_KEYS)  # ConfigValueError naming an impossible INPUT.* value
         augs = utils.build_augmentation(cfg, is_train)
         if cfg.INPUT.CROP.ENABLED and is_train:
             augs.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
@@ -158,5 +160,9 @@ class DatasetMapper:
             return dataset_dict
 
         if "annotations" in dataset_dict:
-            self._transform_annotations(dataset_dict, transforms, image_shape)
+            try:
+                self._transform_annotations(dataset_dict, transforms, image_shape)
+            except utils.AnnotationError as e:
+                raise utils.AnnotationError(
+                    f"{dataset_dict['file_name']} (image_id={dataset_dict.get('image_id')}): {e}") from e
         return dataset_dict

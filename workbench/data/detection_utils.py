@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from workbench.structures import (
     BitMasks,
@@ -29,11 +29,12 @@ from workbench.structures import (
 )
 
 from . import transforms as T
+from .annotation_checks import AnnotationError, bbox_problem, polygon_problem, rle_problem
 from .catalog import MetadataCatalog
 
 __all__ = [
     "get_fed_loss_cls_weights",
-    "SizeMismatchError", "convert_PIL_to_numpy", "convert_image_to_rgb", "read_image",
+    "AnnotationError", "SizeMismatchError", "convert_PIL_to_numpy", "convert_image_to_rgb", "read_image",
     "check_image_size", "transform_proposals", "transform_instance_annotations",
     "transform_keypoint_annotations", "annotations_to_instances", "filter_empty_instances",
     "create_keypoint_hflip_indices", "gen_crop_transform_with_instance",
@@ -86,22 +87,75 @@ def convert_image_to_rgb(image: Union[np.ndarray, torch.Tensor], format: str) ->
     return np.asarray(Image.fromarray(image, mode=format).convert("RGB"))
 
 
+# https://www.exiv2.org/tags.html
+_EXIF_ORIENT = 274  # exif 'Orientation' tag
+
+
+def _apply_exif_orientation(image: Image.Image) -> Image.Image:
+    """Rotates / flips ``image`` by its EXIF orientation tag, as detectron2's function of this
+    name does (a broken EXIF block leaves the image as stored)."""
+    if not hasattr(image, "getexif"):
+        return image
+    try:
+        exif = image.getexif()
+    except Exception:  # https://github.com/facebookresearch/detectron2/issues/1885
+        exif = None
+    if exif is None:
+        return image
+    method = {
+        2: Image.FLIP_LEFT_RIGHT, 3: Image.ROTATE_180, 4: Image.FLIP_TOP_BOTTOM,
+        5: Image.TRANSPOSE, 6: Image.ROTATE_270, 7: Image.TRANSVERSE, 8: Image.ROTATE_90,
+    }.get(exif.get(_EXIF_ORIENT))
+    return image.transpose(method) if method is not None else image
+
+
+_WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")  # more than 8 bits per value
+
+
 def read_image(file_name: str, format: Optional[str] = None) -> np.ndarray:
     """Reads an image file into an (H, W, C) (or (H, W) for format=None of a grey file) array.
 
-    The EXIF orientation tag is applied, as detectron2 does.
+    The EXIF orientation tag is applied, as detectron2 does. A CMYK file is converted by PIL
+    (``"RGB"`` / ``"BGR"``: 3 channels; ``format=None`` keeps the 4 CMYK channels), as in
+    detectron2.
+
+    16-bit (and 32-bit integer / float) grey images: ``format=None`` returns their values as
+    stored (uint16 / int32 / float32). Converting one to an 8-bit format ("BGR", "RGB", "L",
+    ...) keeps the values when they all lie in [0, 255] (label maps, as today); otherwise it
+    raises instead of clipping (PIL turns every value above 255 into 255). It does not rescale
+    (divide by 257): the same reader loads label maps, whose values must not be scaled. Read
+    such a photo with ``format=None`` and scale it yourself, e.g. ``(arr // 257).astype(np.uint8)``.
 
     Args:
         file_name: Path of the image.
         format: ``"BGR"`` (cfg.INPUT.FORMAT default), ``"RGB"``, ``"L"`` (gives (H, W, 1)),
             ``"YUV-BT.601"``, another PIL mode, or ``None`` for the file's own mode.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file is not an image PIL can read, is truncated or corrupt, or holds
+            values that the 8-bit ``format`` cannot represent; the message names the file.
     """
     with open(file_name, "rb") as f:
-        image = Image.open(f)
         try:
-            image = ImageOps.exif_transpose(image)
-        except Exception:  # broken EXIF data: use the pixels as stored
-            pass
+            image = Image.open(f)
+        except Image.UnidentifiedImageError as e:
+            raise ValueError(f"Cannot read image file '{file_name}': it is not an image format "
+                             "PIL can read (JPEG, PNG, ...).") from e
+        try:
+            image.load()  # decode now: a truncated or corrupt file fails here
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ValueError(f"Cannot read image file '{file_name}': it is truncated or corrupt "
+                             f"({e}).") from e
+        image = _apply_exif_orientation(image)
+        if format is not None and image.mode in _WIDE_MODES and format not in ("I", "F"):
+            lo, hi = image.getextrema()
+            if lo < 0 or hi > 255:
+                raise ValueError(
+                    f"Image file '{file_name}' is a {image.mode} (16/32-bit) image with values in "
+                    f"[{lo}, {hi}]; converting it to the 8-bit format {format!r} would clip them "
+                    "to [0, 255]. Read it with format=None (the values as stored) and scale it "
+                    "yourself, e.g. (arr // 257).astype(np.uint8) for 16-bit.")
         return convert_PIL_to_numpy(image, format)
 
 
@@ -157,10 +211,16 @@ def transform_instance_annotations(annotation: Dict[str, Any],
 
     Returns:
         ``annotation``, modified.
+
+    Raises:
+        AnnotationError: (a ValueError) the box is not 4 finite numbers with width, height >= 0
+            (x1 >= x0, y1 >= y0 for XYXY), a polygon has an odd length, an RLE's run lengths do
+            not sum to H x W.
     """
     if isinstance(transforms, (tuple, list)):
         transforms = T.TransformList(transforms)
     image_size = tuple(int(x) for x in image_size)
+    _check_annotation(annotation)
     bbox = BoxMode.convert(annotation["bbox"], annotation["bbox_mode"], BoxMode.XYXY_ABS)
     bbox = transforms.apply_box(np.array([bbox], dtype=np.float64))[0].clip(min=0)
     annotation["bbox"] = np.minimum(bbox, list(image_size + image_size)[::-1])  # (W, H, W, H)
@@ -190,6 +250,29 @@ def transform_instance_annotations(annotation: Dict[str, Any],
         annotation["keypoints"] = transform_keypoint_annotations(
             annotation["keypoints"], transforms, image_size, keypoint_hflip_indices)
     return annotation
+
+
+_XYWH_MODES = (BoxMode.XYWH_ABS, BoxMode.XYWH_REL)
+_XYXY_MODES = (BoxMode.XYXY_ABS, BoxMode.XYXY_REL)
+
+
+def _check_annotation(annotation: Dict[str, Any], where: str = "") -> None:
+    """Raises AnnotationError for a box / polygon / RLE that would become a wrong instance."""
+    for key in ("bbox", "bbox_mode"):
+        if key not in annotation:
+            raise AnnotationError(f"Annotation{where} has no {key!r}; got keys {sorted(annotation)}.")
+    mode = annotation["bbox_mode"]
+    problem = None
+    if mode in _XYWH_MODES or mode in _XYXY_MODES:
+        problem = bbox_problem(annotation["bbox"], xywh=mode in _XYWH_MODES)
+    segm = annotation.get("segmentation")
+    if problem is None and isinstance(segm, list):
+        problem = next(filter(None, map(polygon_problem, segm)), None)
+    elif problem is None and isinstance(segm, dict):
+        problem = rle_problem(segm)
+    if problem is not None:
+        mode_name = getattr(mode, "name", mode)
+        raise AnnotationError(f"Annotation{where} (bbox_mode {mode_name}): {problem}")
 
 
 def _compressed_rle(segm: Dict[str, Any]) -> Dict[str, Any]:
@@ -259,6 +342,8 @@ def annotations_to_instances(annos: List[Dict[str, Any]], image_size: Tuple[int,
         image_size: (H, W).
         mask_format: "polygon" or "bitmask". RLE and mask arrays need "bitmask".
     """
+    for i, obj in enumerate(annos):
+        _check_annotation(obj, f" {i}")
     boxes = (np.stack([BoxMode.convert(obj["bbox"], obj["bbox_mode"], BoxMode.XYXY_ABS) for obj in annos])
              if len(annos) else np.zeros((0, 4)))
     target = Instances(image_size)

@@ -4,6 +4,7 @@ dataset names (``coco_2017_train``, ``lvis_v1_val``, ``voc_2007_trainval``, ...)
 registered on import, without reading any file."""
 
 from .coco import (
+    CocoJsonError,
     convert_to_coco_dict,
     convert_to_coco_json,
     load_coco_json,
@@ -22,7 +23,7 @@ from . import shapes  # registers shapes_train / shapes_val / shapes_val_100 (la
 from . import builtin  # registers detectron2's built-in names under $DETECTRON2_DATASETS (lazily)
 
 __all__ = [
-    "convert_to_coco_dict", "convert_to_coco_json", "load_coco_json", "load_coco_panoptic_json",
+    "CocoJsonError", "convert_to_coco_dict", "convert_to_coco_json", "load_coco_json", "load_coco_panoptic_json",
     "load_sem_seg", "register_coco_instances", "register_coco_panoptic",
     "register_coco_panoptic_separated", "shapes",
     "builtin", "get_lvis_instances_meta", "load_cityscapes_instances", "load_cityscapes_semantic",

@@ -30,14 +30,98 @@ import pycocotools.mask as mask_util
 
 from workbench.structures import Boxes, BoxMode, PolygonMasks
 
+from ..annotation_checks import bbox_problem, keypoints_problem, polygon_problem, rle_problem
 from ..catalog import DatasetCatalog, MetadataCatalog
 
 __all__ = [
-    "load_coco_json", "load_sem_seg", "convert_to_coco_dict", "convert_to_coco_json",
+    "CocoJsonError", "load_coco_json", "load_sem_seg", "convert_to_coco_dict", "convert_to_coco_json",
     "register_coco_instances",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class CocoJsonError(ValueError):
+    """A COCO json that breaks the format; the message names the file, and the annotation id
+    and image id (or the image / category entry) at fault."""
+
+
+def _read_coco_json(json_file: str, need_categories: bool) -> Dict[str, Any]:
+    """Reads a COCO json and checks what :func:`load_coco_json` relies on.
+
+    Legal, as in detectron2: no "annotations" (a test-set json), zero-area boxes, crowd
+    annotations, polygons of < 3 points (dropped by the loader; COCO has a few). "categories"
+    is needed when there are annotations or a dataset name.
+    """
+    path = os.fspath(json_file)
+    try:
+        with open(path) as f:
+            dataset = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CocoJsonError(f"COCO json '{path}' is not valid JSON: {e}") from e
+    where = f"COCO json '{path}'"
+    if not isinstance(dataset, dict):
+        raise CocoJsonError(f"{where} holds a {type(dataset).__name__}; expected an object with "
+                            "'images', 'annotations' and 'categories'.")
+    images, anns = dataset.get("images"), dataset.get("annotations", [])
+    if not isinstance(images, list):
+        raise CocoJsonError(f"{where} has no 'images' list; expected 'images': [{{'id', "
+                            "'file_name', 'height', 'width'}, ...].")
+    if not isinstance(anns, list):
+        raise CocoJsonError(f"{where}: 'annotations' is a {type(anns).__name__}; expected a list "
+                            "(or no 'annotations' key, for a test set).")
+    if "categories" not in dataset and (anns or need_categories):
+        raise CocoJsonError(f"{where} has no 'categories'; expected 'categories': [{{'id', 'name'}}, "
+                            "...] (needed to check and map the annotations' category_id).")
+    cats = dataset.get("categories", [])
+    if not isinstance(cats, list):
+        raise CocoJsonError(f"{where}: 'categories' is a {type(cats).__name__}; expected a list.")
+
+    image_hw: Dict[Any, Any] = {}
+    for i, img in enumerate(images):
+        missing = [k for k in ("id", "file_name", "height", "width") if not isinstance(img, dict) or k not in img]
+        if missing:
+            raise CocoJsonError(f"{where}: images[{i}] lacks {missing}; expected 'id', "
+                                "'file_name', 'height', 'width'.")
+        if img["id"] in image_hw:
+            raise CocoJsonError(f"{where}: image id={img['id']} appears more than once in 'images'.")
+        image_hw[img["id"]] = (img["height"], img["width"])
+    cat_ids = set()
+    for i, cat in enumerate(cats):
+        if not isinstance(cat, dict) or "id" not in cat or (need_categories and "name" not in cat):
+            raise CocoJsonError(f"{where}: categories[{i}] = {cat!r}; expected {{'id', 'name'}}.")
+        cat_ids.add(cat["id"])
+
+    for i, ann in enumerate(anns):
+        missing = [k for k in ("id", "image_id", "category_id") if not isinstance(ann, dict) or k not in ann]
+        if missing:
+            ident = f"id={ann['id']}" if isinstance(ann, dict) and "id" in ann else f"[{i}]"
+            raise CocoJsonError(f"{where}: annotation {ident} lacks {missing}; expected 'id', "
+                                "'image_id', 'category_id' (and 'bbox').")
+        at = f"{where}, annotation id={ann['id']} of image id={ann['image_id']}"
+        if ann["image_id"] not in image_hw:
+            raise CocoJsonError(f"{at}: image_id={ann['image_id']} is not the id of any entry "
+                                "of 'images'.")
+        if "categories" in dataset and ann["category_id"] not in cat_ids:
+            raise CocoJsonError(f"{at}: category_id={ann['category_id']} is not the id of any "
+                                f"entry of 'categories' (ids {sorted(cat_ids)[:20]}).")
+        problem = None
+        if "bbox" in ann:
+            problem = bbox_problem(ann["bbox"], xywh=True)
+        segm = ann.get("segmentation")
+        if problem is None and segm:
+            if isinstance(segm, dict):
+                problem = rle_problem(segm, image_hw[ann["image_id"]])
+            elif isinstance(segm, list):
+                problem = next(filter(None, map(polygon_problem, segm)), None)
+            else:
+                problem = (f"segmentation is a {type(segm).__name__}; expected a list of polygons "
+                           "or an RLE dict.")
+        if problem is None and ann.get("keypoints"):
+            problem = keypoints_problem(ann["keypoints"])
+        if problem is not None:
+            raise CocoJsonError(f"{at}: {problem}")
+    return dataset
 
 
 def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] = None,
@@ -55,12 +139,25 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
 
     Returns:
         One dict per image, sorted by image id.
+
+    Raises:
+        CocoJsonError: The json breaks the COCO format: no "images" (or no "categories" while
+            it has annotations or ``dataset_name`` is given), an annotation whose image_id or
+            category_id is not in "images" / "categories", a bbox that is not 4 finite numbers
+            with width, height >= 0, a polygon of odd length, an RLE whose run lengths do not
+            sum to H x W or whose size is not the image's, keypoints not ``[x, y, v] * K``.
+            The message names the file, the annotation id and the image id. Legal as in
+            detectron2: no "annotations" (test sets), zero-area boxes, crowd annotations;
+            polygons of < 3 points are dropped with a warning.
     """
     from pycocotools.coco import COCO
 
     timer = time.perf_counter()
+    dataset = _read_coco_json(json_file, need_categories=dataset_name is not None)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_api = COCO(os.fspath(json_file))
+        coco_api = COCO()
+        coco_api.dataset = dataset
+        coco_api.createIndex()
     if time.perf_counter() - timer > 1:
         logger.info("Loading %s takes %.2f seconds.", json_file, time.perf_counter() - timer)
 
@@ -78,11 +175,6 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
     img_ids = sorted(coco_api.imgs.keys())  # sorted for reproducibility
     imgs = coco_api.loadImgs(img_ids)
     anns = [coco_api.imgToAnns[img_id] for img_id in img_ids]
-    total_num_valid_anns = sum(len(x) for x in anns)
-    total_num_anns = len(coco_api.anns)
-    if total_num_valid_anns < total_num_anns:
-        logger.warning("%s contains %d annotations, but only %d of them match to images in the file.",
-                       json_file, total_num_anns, total_num_valid_anns)
     if "minival" not in os.fspath(json_file):
         # COCO2014's minival files reuse annotation ids across images; others must not.
         ann_ids = [ann["id"] for anns_per_image in anns for ann in anns_per_image]
@@ -91,7 +183,7 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
 
     logger.info("Loaded %d images in COCO format from %s", len(imgs), json_file)
     ann_keys = ["iscrowd", "bbox", "keypoints", "category_id"] + (extra_annotation_keys or [])
-    num_instances_without_valid_segmentation = 0
+    dropped_ann_ids = []
     dataset_dicts = []
     for img_dict, anno_dict_list in zip(imgs, anns):
         record = {
@@ -102,26 +194,19 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
         }
         objs = []
         for anno in anno_dict_list:
-            if anno["image_id"] != record["image_id"]:
-                raise ValueError(f"Annotation {anno.get('id')} is listed under image {record['image_id']} "
-                                 f"but says image_id={anno['image_id']}.")
             if anno.get("ignore", 0) != 0:
                 raise ValueError('"ignore" in COCO json file is not supported.')
             obj = {key: anno[key] for key in ann_keys if key in anno}
-            if "bbox" in obj and len(obj["bbox"]) == 0:
-                raise ValueError(
-                    f"One annotation of image {record['image_id']} contains empty 'bbox' value! "
-                    "This json does not have valid COCO format."
-                )
             segm = anno.get("segmentation", None)
             if segm:  # polygons (list) or RLE (dict)
                 if isinstance(segm, dict):
                     if isinstance(segm["counts"], list):
                         segm = mask_util.frPyObjects(segm, *segm["size"])  # -> compressed RLE
                 else:
+                    # detectron2 drops degenerate polygons (< 3 points; COCO has a few).
                     segm = [poly for poly in segm if len(poly) % 2 == 0 and len(poly) >= 6]
                     if len(segm) == 0:
-                        num_instances_without_valid_segmentation += 1
+                        dropped_ann_ids.append(anno["id"])
                         continue  # an instance without a valid polygon is dropped
                 obj["segmentation"] = segm
             keypts = anno.get("keypoints", None)
@@ -130,21 +215,17 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
                 obj["keypoints"] = [v + 0.5 if idx % 3 != 2 else v for idx, v in enumerate(keypts)]
             obj["bbox_mode"] = BoxMode.XYWH_ABS
             if id_map:
-                try:
-                    obj["category_id"] = id_map[obj["category_id"]]
-                except KeyError as e:
-                    raise KeyError(
-                        f"Encountered category_id={obj['category_id']} but this id does not exist in "
-                        "'categories' of the json file."
-                    ) from e
+                obj["category_id"] = id_map[obj["category_id"]]  # checked by _read_coco_json
             objs.append(obj)
         record["annotations"] = objs
         dataset_dicts.append(record)
 
-    if num_instances_without_valid_segmentation > 0:
+    if dropped_ann_ids:
         logger.warning(
-            "Filtered out %d instances without valid segmentation. There might be issues in your dataset generation process.",
-            num_instances_without_valid_segmentation)
+            "Filtered out %d instances of %s without a valid polygon (all of their polygons have "
+            "< 3 points), annotation ids %s%s. There might be issues in your dataset generation "
+            "process.", len(dropped_ann_ids), json_file, dropped_ann_ids[:10],
+            " ..." if len(dropped_ann_ids) > 10 else "")
     return dataset_dicts
 
 

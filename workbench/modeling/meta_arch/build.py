@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from workbench.config.validate import check_config_values
 from workbench.utils.registry import Registry
 
 __all__ = ["META_ARCH_REGISTRY", "build_model"]
@@ -23,6 +24,7 @@ def build_model(cfg) -> nn.Module:
     Parameters are randomly initialised; load weights with
     ``workbench.checkpoint.DetectionCheckpointer(model).load(path)``.
     """
+    check_config_values(cfg)  # ConfigValueError naming the key of an impossible value
     meta_arch = cfg.MODEL.META_ARCHITECTURE
     model = META_ARCH_REGISTRY.get(meta_arch)(cfg)
     model.to(torch.device(cfg.MODEL.DEVICE))
