@@ -141,3 +141,43 @@ def test_amp_trainer_takes_detectron2_argument_order():
     trainer.train(0, 2)
     assert "[metric]grad_scaler" in trainer.storage.latest()
     assert [it for _, it in trainer.storage.history("total_loss").values()] == [0, 1]
+
+
+class _NanOnImage(nn.Module):
+    """A loss that becomes NaN when the batch holds the image with id 7."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, batch):
+        bad = any(d["image_id"] == 7 for d in batch)
+        return {"loss": self.w.sum() * (float("nan") if bad else 1.0)}
+
+
+def _named_batches():
+    ids = [[1, 2], [3, 7]] + [[4, 5]] * 10
+    return iter([[{"image_id": i, "file_name": f"img_{i}.jpg", "image": torch.zeros(1)} for i in b]
+                 for b in ids])
+
+
+@pytest.mark.parametrize("async_write", [False, True])
+def test_non_finite_loss_names_the_batch_images(async_write):
+    model = _NanOnImage()
+    trainer = SimpleTrainer(model, _named_batches(), torch.optim.SGD(model.parameters(), lr=0.0),
+                            async_write_metrics=async_write)
+    with pytest.raises(FloatingPointError, match="Loss became infinite or NaN at iteration=1!") as info:
+        trainer.train(0, 5)
+    assert info.match(r"The batch of iteration 1, as given to the model: \[0\] image_id=3, "
+                      r"file_name='img_3.jpg'; \[1\] image_id=7, file_name='img_7.jpg'\.$")
+
+
+def test_non_finite_loss_says_when_losses_are_checked_every_few_iterations():
+    model = _NanOnImage()
+    trainer = SimpleTrainer(model, _named_batches(), torch.optim.SGD(model.parameters(), lr=0.0),
+                            gather_metric_period=3)
+    with pytest.raises(FloatingPointError, match="iteration=2") as info:
+        trainer.train(0, 5)
+    # The NaN came from iteration 1's batch; iteration 2's is named, with the caveat.
+    assert info.match(r"image_id=4.*checked every 3 iterations \(gather_metric_period\), so the first "
+                      r"non-finite loss may have come from one of the 2 batches before it\.")

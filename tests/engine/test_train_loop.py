@@ -93,8 +93,11 @@ def test_non_finite_loss_stops_training(rect_dataset, make_tiny_cfg):
 
     trainer.model.roi_heads.box_predictor.cls_score.bias.data.fill_(float("nan"))
     trainer.register_hooks([Poison()])
-    with pytest.raises(FloatingPointError, match="infinite or NaN"):
+    with pytest.raises(FloatingPointError, match="infinite or NaN at iteration=0") as info:
         trainer.train(0, 2)
+    # The message names the images the model was given (the loader's "image_id" / "file_name").
+    assert info.match(r"The batch of iteration 0, as given to the model: \[0\] image_id=\d, "
+                      r"file_name='[^']*images/\d\.png'; \[1\] image_id=\d, file_name=")
 
 
 def test_amp_trainer_runs_on_cpu(rect_dataset, make_tiny_cfg):

@@ -33,6 +33,16 @@ __all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "AMPTrainer"]
 logger = logging.getLogger(__name__)
 
 
+_MAX_NAMED = 32  # images named in a non-finite-loss message
+
+
+def _batch_names(batch: Any) -> Optional[List[Dict[str, Any]]]:
+    """The "image_id" / "file_name" of each dict of a ``list[dict]`` batch, else None."""
+    if not isinstance(batch, (list, tuple)) or not batch or not all(isinstance(d, dict) for d in batch):
+        return None
+    return [{k: d[k] for k in ("image_id", "file_name") if k in d} for d in batch]
+
+
 class HookBase:
     """Something to run at fixed points of training; override the methods you need.
 
@@ -166,7 +176,8 @@ class SimpleTrainer(TrainerBase):
 
     Losses are recorded in the storage (averaged over ranks, with ``total_loss``) along with
     ``data_time`` (the slowest rank's). A non-finite total loss stops training with
-    ``FloatingPointError``.
+    ``FloatingPointError``; when the batch is a ``list[dict]`` the message names its images
+    ("image_id" / "file_name" of each dict).
 
     Args:
         model: In training mode, returns ``{name: scalar loss}`` (or one scalar loss).
@@ -238,13 +249,19 @@ class SimpleTrainer(TrainerBase):
             self.optimizer.zero_grad(set_to_none=True)
         losses.backward()
         self.after_backward()
-        self._record_metrics(loss_dict, data_time)
+        self._record_metrics(loss_dict, data_time, batch=data)
         self.optimizer.step()
 
-    def _record_metrics(self, loss_dict: Mapping[str, torch.Tensor], data_time: float) -> None:
-        """Writes this iteration's metrics now, or queues them with ``async_write_metrics``."""
+    def _record_metrics(self, loss_dict: Mapping[str, torch.Tensor], data_time: float,
+                        batch: Any = None) -> None:
+        """Writes this iteration's metrics now, or queues them with ``async_write_metrics``.
+
+        ``batch``: what the model was given, to name its images if the loss is not finite.
+        """
+        # Only the names are kept, not the batch's tensors (a queued write may wait a while).
+        names = _batch_names(batch)
         if not self.async_write_metrics:
-            self._write_metrics(loss_dict, data_time)
+            self._write_metrics(loss_dict, data_time, batch_names=names)
             return
         self._raise_failed_writes(wait=False)
         if self.concurrent_executor is None:
@@ -254,7 +271,8 @@ class SimpleTrainer(TrainerBase):
         # Detached here: the worker must not touch the autograd graph of a later step.
         loss_dict = {k: v.detach() for k, v in loss_dict.items()}
         self._pending_writes.append(
-            self.concurrent_executor.submit(self._write_metrics, loss_dict, data_time, iter=self.iter)
+            self.concurrent_executor.submit(self._write_metrics, loss_dict, data_time, iter=self.iter,
+                                            batch_names=names)
         )
 
     def _raise_failed_writes(self, wait: bool) -> None:
@@ -288,14 +306,33 @@ class SimpleTrainer(TrainerBase):
             logger.error("A background metric write failed too: %r", error)
 
     def _write_metrics(self, loss_dict: Mapping[str, torch.Tensor], data_time: float, prefix: str = "",
-                       iter: Optional[int] = None) -> None:
+                       iter: Optional[int] = None, batch_names: Optional[List[Dict[str, Any]]] = None) -> None:
         cur_iter = self.iter if iter is None else iter
         if (cur_iter + 1) % self.gather_metric_period == 0:
             try:
                 SimpleTrainer.write_metrics(loss_dict, data_time, cur_iter, prefix)
+            except FloatingPointError as e:
+                if batch_names is None:
+                    logger.exception("Exception in writing metrics:")
+                    raise
+                err = FloatingPointError(f"{e}\n{self._describe_batch(batch_names, cur_iter)}")
+                logger.error("Exception in writing metrics: %s", err)
+                raise err from e
             except Exception:
                 logger.exception("Exception in writing metrics:")
                 raise
+
+    def _describe_batch(self, names: List[Dict[str, Any]], cur_iter: int) -> str:
+        shown = [f"[{i}] " + (", ".join(f"{k}={v!r}" for k, v in d.items()) or "(no image_id / file_name)")
+                 for i, d in enumerate(names[:_MAX_NAMED])]
+        more = f"; ... ({len(names) - len(shown)} more)" if len(names) > len(shown) else ""
+        text = (f"The batch of iteration {cur_iter}, as given to the model"
+                f"{' on this rank' if comm.get_world_size() > 1 else ''}: {'; '.join(shown)}{more}.")
+        if self.gather_metric_period > 1:
+            text += (f" Losses are only checked every {self.gather_metric_period} iterations "
+                     "(gather_metric_period), so the first non-finite loss may have come from one "
+                     f"of the {self.gather_metric_period - 1} batches before it.")
+        return text
 
     @staticmethod
     def write_metrics(loss_dict: Mapping[str, torch.Tensor], data_time: float, cur_iter: Optional[int] = None,
@@ -401,7 +438,7 @@ class AMPTrainer(SimpleTrainer):
         if self.log_grad_scaler:
             get_event_storage().put_scalar("[metric]grad_scaler", self.grad_scaler.get_scale())
         self.after_backward()
-        self._record_metrics(loss_dict, data_time)
+        self._record_metrics(loss_dict, data_time, batch=data)
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
 

@@ -32,6 +32,7 @@ from workbench.utils.events import get_event_storage
 
 from ..backbone import Backbone
 from ..recording import SelectionSettings, put_record, run_stage
+from .input_checks import gather_gt_instances
 from .postprocessing import detector_postprocess
 from .preprocess import PixelNormalizer, postprocess_per_image
 from .rcnn import _draw_box_outlines
@@ -234,6 +235,12 @@ class DenseDetector(PixelNormalizer, nn.Module):
                 "height"/"width" (output size at inference).
         """
         images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs), owner=self)
+        if self.training:
+            if "instances" not in batched_inputs[0]:
+                raise KeyError("Training a dense detector needs an 'instances' key in every input dict.")
+            # Checked before the backbone, whose BatchNorm statistics a failing step would move.
+            gt_instances = gather_gt_instances(batched_inputs, self.device,
+                                               num_classes=getattr(self, "num_classes", None))
         features = run_stage("backbone", lambda: self.backbone(images.tensor), owner=self)
         features = [features[f] for f in self.head_in_features]
         if self.training:
@@ -242,10 +249,7 @@ class DenseDetector(PixelNormalizer, nn.Module):
             predictions = run_stage("dense_head", lambda: self.head(features), owner=self)
 
         if self.training:
-            if "instances" not in batched_inputs[0]:
-                raise KeyError("Training a dense detector needs an 'instances' key in every input dict.")
             storage = get_event_storage()
-            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
             losses = self.forward_training(images, features, predictions, gt_instances)
             if self.vis_period > 0 and storage.iter % self.vis_period == 0:
                 with torch.no_grad():

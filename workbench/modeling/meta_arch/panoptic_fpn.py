@@ -27,6 +27,7 @@ from workbench.structures import Instances
 
 from ..recording import run_stage
 from .build import META_ARCH_REGISTRY
+from .input_checks import gather_gt_instances, roi_heads_expectations
 from .postprocessing import detector_postprocess, sem_seg_postprocess
 from .preprocess import postprocess_per_image
 from .rcnn import GeneralizedRCNN
@@ -117,13 +118,15 @@ class PanopticFPN(GeneralizedRCNN):
             if key not in batched_inputs[0]:
                 raise KeyError(f"Training PanopticFPN needs a '{key}' key in every input dict.")
         images = self.preprocess_image(batched_inputs)
+        # The targets are checked before the backbone runs.
+        gt_sem_seg = _pad_sem_seg_targets(batched_inputs, self.pixel_mean, self.backbone,
+                                          self.sem_seg_head.ignore_value,
+                                          getattr(self.sem_seg_head, "num_classes", None)).long()  # (N, Hp, Wp)
+        gt_instances = gather_gt_instances(batched_inputs, self.device,
+                                           **roi_heads_expectations(self.roi_heads))
         features = self.backbone(images.tensor)
 
-        gt_sem_seg = _pad_sem_seg_targets(batched_inputs, self.pixel_mean, self.backbone,
-                                          self.sem_seg_head.ignore_value).long()  # (N, Hp, Wp)
         _, sem_seg_losses = self.sem_seg_head(features, gt_sem_seg)
-
-        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
         proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
         _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
 

@@ -21,8 +21,40 @@ from .postprocessing import detector_postprocess
 __all__ = ["PixelNormalizer", "check_batched_inputs", "postprocess_per_image"]
 
 
+def _check_image(img, i: int, input_channels: int) -> None:
+    """A (C, H, W) real-valued tensor with C = ``input_channels`` and H, W >= 1."""
+    where = f"batched_inputs[{i}]['image']"
+    expected = (
+        f"expected a ({input_channels}, H, W) tensor with H, W >= 1: {input_channels} channels, one "
+        "per value of cfg.MODEL.PIXEL_MEAN, in cfg.INPUT.FORMAT order, 0-255 values"
+    )
+    if not isinstance(img, torch.Tensor):
+        raise TypeError(f"{where} is a {type(img).__name__}; {expected} (torch.as_tensor(np_image"
+                        ".transpose(2, 0, 1)) for an (H, W, C) array).")
+    got = f"got shape {tuple(img.shape)}, dtype {img.dtype}"
+    if img.dtype == torch.bool or img.is_complex():
+        raise TypeError(f"{where}: {expected}, in uint8 or a floating dtype; {got}.")
+    if img.dim() != 3 or img.shape[0] != input_channels:
+        if img.dim() == 2:
+            hint = " A 2-D image has no channel dimension: use image[None] for a 1-channel model"
+            if input_channels == 3:
+                hint += ", or image.expand(3, -1, -1) for a grayscale image in this 3-channel one"
+            hint += "."
+        elif img.dim() == 3 and img.shape[-1] == input_channels:
+            hint = " It looks channels-last (H, W, C): use image.permute(2, 0, 1)."
+        else:
+            hint = ""
+        raise ValueError(f"{where}: {expected}; {got}.{hint}")
+    if img.shape[1] == 0 or img.shape[2] == 0:
+        raise ValueError(f"{where} is empty: {expected}; {got}.")
+
+
 def check_batched_inputs(batched_inputs: List[Dict], input_channels: int) -> None:
-    """Fail with a message naming the culprit unless inputs are ``list[dict]`` with (C, H, W) images."""
+    """Fail with a message naming the culprit unless inputs are ``list[dict]`` with (C, H, W) images.
+
+    Images may be uint8 or any real dtype; see :meth:`PixelNormalizer.preprocess_image` for how a
+    dtype other than the model's is treated.
+    """
     if not isinstance(batched_inputs, (list, tuple)):
         raise TypeError(
             "The model takes a list[dict], one dict per image with at least an 'image' key; got "
@@ -33,12 +65,7 @@ def check_batched_inputs(batched_inputs: List[Dict], input_channels: int) -> Non
             keys = list(x) if isinstance(x, dict) else type(x).__name__
             raise KeyError(f"batched_inputs[{i}] must be a dict with an 'image' key; got {keys}.")
         img = x["image"]
-        if not isinstance(img, torch.Tensor) or img.dim() != 3 or img.shape[0] != input_channels:
-            shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
-            raise ValueError(
-                f"batched_inputs[{i}]['image'] must be a ({input_channels}, H, W) tensor in "
-                f"cfg.INPUT.FORMAT channel order; got {shape}."
-            )
+        _check_image(img, i, input_channels)
         if img.is_floating_point() and not bool(torch.isfinite(img).all()):
             bad = (~torch.isfinite(img)).nonzero()[0].tolist()
             raise ValueError(
@@ -86,10 +113,19 @@ class PixelNormalizer:
         return move_device_like(x, self.pixel_mean)
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        """Normalise, pad and batch the input images: (N, C, Hp, Wp)."""
+        """Normalise, pad and batch the input images: (N, C, Hp, Wp).
+
+        Each image is normalised in the promoted dtype of it and the model (uint8 and float32
+        images: float32; float64: float64) and then cast to the model's dtype. detectron2 gives
+        the batch the first image's dtype, so a float64 first image failed in the backbone
+        ("expected scalar type Double"); a float64 image after a float32 one got exactly the
+        numbers it gets here.
+        """
         check_batched_inputs(batched_inputs, self.pixel_mean.shape[0])
         images = [self._move_to_current_device(x["image"]) for x in batched_inputs]
         images = [(x - self.pixel_mean) / self.pixel_std for x in images]
+        dtype = self.pixel_mean.dtype
+        images = [x if x.dtype == dtype else x.to(dtype) for x in images]
         return ImageList.from_tensors(
             images, self.backbone.size_divisibility,
             padding_constraints=self.backbone.padding_constraints,

@@ -28,6 +28,7 @@ from ..proposal_generator import build_proposal_generator
 from ..recording import run_stage
 from ..roi_heads import build_roi_heads
 from .build import META_ARCH_REGISTRY
+from .input_checks import check_given_proposals, gather_gt_instances, roi_heads_expectations
 from .preprocess import PixelNormalizer, check_batched_inputs, postprocess_per_image
 
 __all__ = ["GeneralizedRCNN", "ProposalNetwork"]
@@ -123,7 +124,8 @@ class GeneralizedRCNN(PixelNormalizer, nn.Module):
         get_event_storage()
         images = self.preprocess_image(batched_inputs)
         if "instances" in batched_inputs[0]:
-            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+            gt_instances = gather_gt_instances(batched_inputs, self.device,
+                                               **roi_heads_expectations(self.roi_heads))
         else:
             gt_instances = None
         features = self.backbone(images.tensor)
@@ -152,6 +154,7 @@ class GeneralizedRCNN(PixelNormalizer, nn.Module):
                 "'PrecomputedProposals'), so every input dict needs a 'proposals' Instances with "
                 "'proposal_boxes' and 'objectness_logits'."
             )
+        check_given_proposals(batched_inputs)
         return [x["proposals"].to(self.device) for x in batched_inputs]
 
     def inference(self, batched_inputs: List[Dict], detected_instances: Optional[List[Instances]] = None,
@@ -227,14 +230,15 @@ class ProposalNetwork(PixelNormalizer, nn.Module):
         if self.training:
             get_event_storage()
         images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs), owner=self)
+        key = next((k for k in ("instances", "targets") if k in batched_inputs[0]), None)
+        if key is None:
+            gt_instances = None
+        elif self.training:  # checked before the backbone; the RPN reads only "gt_boxes"
+            gt_instances = gather_gt_instances(batched_inputs, self.device, key)
+        else:
+            gt_instances = [x[key].to(self.device) for x in batched_inputs]
         features = run_stage("backbone", lambda: self.backbone(images.tensor), owner=self)
 
-        if "instances" in batched_inputs[0]:
-            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-        elif "targets" in batched_inputs[0]:
-            gt_instances = [x["targets"].to(self.device) for x in batched_inputs]
-        else:
-            gt_instances = None
         proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
         if self.training:
             return proposal_losses

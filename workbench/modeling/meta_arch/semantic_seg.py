@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -28,6 +29,7 @@ from workbench.utils.registry import Registry
 from ..backbone import Backbone, build_backbone
 from ..recording import run_stage
 from .build import META_ARCH_REGISTRY
+from .input_checks import check_sem_seg_targets
 from .postprocessing import sem_seg_postprocess
 from .preprocess import PixelNormalizer
 
@@ -51,20 +53,26 @@ def build_sem_seg_head(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:
 
 
 def _pad_sem_seg_targets(batched_inputs: List[Dict], like: Tensor, backbone: Backbone,
-                         ignore_value: int) -> Tensor:
-    """Stack the inputs' "sem_seg" maps into (N, Hp, Wp), padding with ``ignore_value``."""
+                         ignore_value: int, num_classes: Optional[int] = None) -> Tensor:
+    """Stack the inputs' "sem_seg" maps into (N, Hp, Wp), padding with ``ignore_value``.
+
+    The maps are checked (:func:`check_sem_seg_targets`: the image's size, integer class ids in
+    [0, ``num_classes``) or ``ignore_value``). Integer dtypes other than uint8 / int64 are made
+    int64 before padding (an int8 map could not hold the padding value 255); uint8 and int64 maps
+    are used as they are (the loss reads them as int64).
+    """
+    check_sem_seg_targets(batched_inputs)
     targets = []
-    for i, x in enumerate(batched_inputs):
+    for x in batched_inputs:
         t = x["sem_seg"]
-        if not isinstance(t, Tensor) or t.dim() != 2:
-            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-            raise ValueError(
-                f"batched_inputs[{i}]['sem_seg'] must be an (H, W) tensor of class ids, got {shape}."
-            )
+        if t.dtype not in (torch.uint8, torch.int64):
+            t = t.long()
         targets.append(move_device_like(t, like))
-    return ImageList.from_tensors(
+    padded = ImageList.from_tensors(
         targets, backbone.size_divisibility, ignore_value, backbone.padding_constraints
     ).tensor
+    check_sem_seg_targets(batched_inputs, padded, num_classes=num_classes, ignore_value=ignore_value)
+    return padded
 
 
 @META_ARCH_REGISTRY.register()
@@ -106,15 +114,15 @@ class SemanticSegmentor(PixelNormalizer, nn.Module):
                 ((H, W) long class ids; needed in training) and optionally "height"/"width".
         """
         images = run_stage("preprocess", lambda: self.preprocess_image(batched_inputs), owner=self)
-        features = run_stage("backbone", lambda: self.backbone(images.tensor), owner=self)
-
-        if "sem_seg" in batched_inputs[0]:
+        if "sem_seg" in batched_inputs[0]:  # checked before the backbone runs
             targets = _pad_sem_seg_targets(batched_inputs, self.pixel_mean, self.backbone,
-                                           self.sem_seg_head.ignore_value)
+                                           self.sem_seg_head.ignore_value,
+                                           getattr(self.sem_seg_head, "num_classes", None))
         else:
             if self.training:
                 raise KeyError("Training a SemanticSegmentor needs a 'sem_seg' key in every input dict.")
             targets = None
+        features = run_stage("backbone", lambda: self.backbone(images.tensor), owner=self)
         if self.training:
             return self.sem_seg_head(features, targets)[1]
         results = run_stage("sem_seg_head", lambda: self.sem_seg_head(features, targets)[0], owner=self)
@@ -166,6 +174,7 @@ class SemSegFPNHead(nn.Module):
                     f"to common_stride ({common_stride}) times a power of 2."
                 )
         self.ignore_value = ignore_value
+        self.num_classes = num_classes
         self.common_stride = common_stride
         self.loss_weight = loss_weight
 
