@@ -11,6 +11,7 @@ from .catalog import DownloadError, get_cache_dir, get_local_path
 from .detection_checkpoint import (
     Checkpointer,
     CheckpointLoadError,
+    CheckpointMismatchError,
     DetectionCheckpointer,
     IncompatibleKeys,
     PeriodicCheckpointer,
@@ -20,6 +21,7 @@ from .safe_pickle import UnsafePickleError, safe_load_pickle
 __all__ = [
     "Checkpointer",
     "CheckpointLoadError",
+    "CheckpointMismatchError",
     "DetectionCheckpointer",
     "DownloadError",
     "IncompatibleKeys",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import uuid
 from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import parse_qs
@@ -44,7 +43,9 @@ from workbench.utils.file_io import (
 )
 
 from . import catalog
+from .atomic_files import _atomic_write, is_temp_file, remove_stale_temp_files  # noqa: F401
 from .c2_model_loading import align_and_update_state_dicts
+from .key_messages import get_missing_parameters_message, get_unexpected_parameters_message
 # Reading a file without running code from it lives in .safe_load; its names (and the
 # safe_pickle names this module used to import for it) stay importable from here.
 from .safe_load import (  # noqa: F401
@@ -62,6 +63,7 @@ from .safe_pickle import UnsafePickleError, allowed_globals, find_pickle_globals
 __all__ = [
     "Checkpointer",
     "CheckpointLoadError",
+    "CheckpointMismatchError",
     "DetectionCheckpointer",
     "IncompatibleKeys",
     "PeriodicCheckpointer",
@@ -82,6 +84,10 @@ class IncompatibleKeys(NamedTuple):
     incorrect_shapes: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]
 
 
+class CheckpointMismatchError(CheckpointLoadError):
+    """None of a checkpoint's keys fit the model, so nothing was loaded into it."""
+
+
 def _is_main_process() -> bool:
     dist = torch.distributed
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
@@ -99,6 +105,8 @@ class Checkpointer:
 
     Attributes:
         incompatible_keys: :class:`IncompatibleKeys` of the last :meth:`load` (``None`` before).
+        allow_no_match: Default of :meth:`load`'s ``allow_no_match`` (``False``: a checkpoint
+            none of whose keys fit the model is an error).
         path_manager: Resolves paths given to :meth:`load` whose prefix has a registered
             handler (default: the global :data:`workbench.utils.file_io.PathManager`).
     """
@@ -115,7 +123,10 @@ class Checkpointer:
         self.save_dir = save_dir
         self.save_to_disk = save_to_disk
         self.incompatible_keys: Optional[IncompatibleKeys] = None
+        self.allow_no_match = False
         self.path_manager: PathManagerBase = PathManager
+        # (model keys loaded, checkpoint keys offered), set by _load_model.
+        self._match: Optional[Tuple[int, List[str]]] = None
 
     def add_checkpointable(self, key: str, checkpointable: Any) -> None:
         """Tracks one more object with ``state_dict()`` / ``load_state_dict()`` under ``key``."""
@@ -133,7 +144,9 @@ class Checkpointer:
 
         The file holds ``{"model": model.state_dict(), <checkpointable>: its state_dict(),
         **kwargs}``. It is written to a temporary file in ``save_dir`` and renamed, so an
-        interrupted save never leaves a partial ``name.pth``.
+        interrupted save never leaves a partial ``name.pth``. Temporary files that killed
+        saves left in ``save_dir`` are deleted first (see :mod:`.atomic_files`; those of saves
+        still running are kept).
 
         Args:
             name: File name without the ``.pth`` extension (no folders).
@@ -150,6 +163,7 @@ class Checkpointer:
         if os.path.basename(basename) != basename:
             raise ValueError(f"Checkpoint name must be a plain file name, got '{name}'.")
         save_file = os.path.join(self.save_dir, basename)
+        self._remove_stale_temp_files()
         self.logger.info("Saving checkpoint to %s", save_file)
         _atomic_write(save_file, lambda f: torch.save(data, f), binary=True)
         self.tag_last_checkpoint(basename)
@@ -160,8 +174,8 @@ class Checkpointer:
                       lambda f: f.write(last_filename_basename), binary=False)
 
     def has_checkpoint(self) -> bool:
-        """Whether ``save_dir`` holds a ``last_checkpoint`` tag."""
-        return os.path.exists(os.path.join(self.save_dir, "last_checkpoint"))
+        """Whether ``save_dir`` holds a ``last_checkpoint`` tag naming a checkpoint."""
+        return self.get_checkpoint_file() != ""
 
     def get_checkpoint_file(self) -> str:
         """The latest checkpoint file in ``save_dir``, or ``""`` if there is none."""
@@ -171,16 +185,26 @@ class Checkpointer:
         except OSError:
             # Missing, or just deleted by another process.
             return ""
+        if not last_saved or is_temp_file(last_saved):
+            return ""
         return os.path.join(self.save_dir, last_saved)
 
     def get_all_checkpoint_files(self) -> List[str]:
-        """All ``.pth`` files in ``save_dir``."""
+        """All ``.pth`` files in ``save_dir`` (not the temporary files of saves)."""
         if not os.path.isdir(self.save_dir):
             return []
         return [
             os.path.join(self.save_dir, f) for f in sorted(os.listdir(self.save_dir))
-            if f.endswith(".pth") and os.path.isfile(os.path.join(self.save_dir, f))
+            if f.endswith(".pth") and not is_temp_file(f)
+            and os.path.isfile(os.path.join(self.save_dir, f))
         ]
+
+    def _remove_stale_temp_files(self) -> None:
+        """Deletes what killed saves of a checkpointer left in ``save_dir``: temporary
+        ``.<name>.pth.*.tmp`` and ``.last_checkpoint.*.tmp`` files whose writer is gone."""
+        if self.save_dir and self.save_to_disk:
+            remove_stale_temp_files(
+                self.save_dir, lambda target: target == "last_checkpoint" or target.endswith(".pth"))
 
     # ------------------------------------------------------------------------------ loading
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
@@ -194,14 +218,21 @@ class Checkpointer:
             return self.load(self.get_checkpoint_file())
         return self.load(path, checkpointables=[])
 
-    def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
+    def load(self, path: str, checkpointables: Optional[List[str]] = None, *,
+             allow_no_match: Optional[bool] = None) -> Dict[str, Any]:
         """Loads the model, and the checkpointables, from a checkpoint.
+
+        Model keys the file does not provide, and file keys the model has no place for, are
+        logged as warnings. A file none of whose keys load into the model (another model's
+        checkpoint, or names that need ``?matching_heuristics=True``) is an error.
 
         Args:
             path: Local file, URL or ``detectron2://`` name, optionally followed by
                 ``?matching_heuristics=True``. Empty: nothing is loaded.
             checkpointables: Names of the checkpointables to restore; ``None`` means all that
                 the file contains.
+            allow_no_match: ``True`` accepts a file of which no key loads into the model
+                (nothing is loaded; the keys are logged). ``None``: :attr:`allow_no_match`.
 
         Returns:
             What the file holds besides the model and the restored checkpointables, e.g.
@@ -212,8 +243,12 @@ class Checkpointer:
             FileNotFoundError / catalog.DownloadError: The file cannot be found or fetched.
             UnsafePickleError: The file asks to run code (nothing from it has run).
             CheckpointLoadError: The file is truncated, corrupt or of an unknown layout.
+            CheckpointMismatchError: No key of the file loaded into the model (the model is
+                unchanged), and ``allow_no_match`` is not set.
         """
         self.incompatible_keys = None
+        self._match = None
+        self._remove_stale_temp_files()
         if not path:
             self.logger.info("No checkpoint found. Initializing model from scratch")
             return {}
@@ -228,6 +263,8 @@ class Checkpointer:
         if incompatible is not None:
             incompatible = self._filter_incompatible(incompatible)
             self.incompatible_keys = incompatible
+            if not (self.allow_no_match if allow_no_match is None else allow_no_match):
+                self._check_something_loaded(path, incompatible)
             self._log_incompatible_keys(incompatible)
 
         for key in self.checkpointables if checkpointables is None else checkpointables:
@@ -235,6 +272,36 @@ class Checkpointer:
                 self.logger.info("Loading %s from %s", key, path)
                 self.checkpointables[key].load_state_dict(checkpoint.pop(key))
         return checkpoint
+
+    def _check_something_loaded(self, path: str, incompatible: IncompatibleKeys) -> None:
+        """Raises :class:`CheckpointMismatchError` if no key of the file loaded into a model
+        that has keys."""
+        model_keys = list(self.model.state_dict().keys())
+        if self._match is None or self._match[0] > 0 or not model_keys:
+            return
+
+        def _n_keys(keys: List[str]) -> str:
+            return f"{len(keys)} key{'' if len(keys) == 1 else 's'}"
+
+        def some(keys: List[str]) -> str:
+            shown = ", ".join(repr(k) for k in sorted(keys)[:3])
+            return shown + (", ..." if len(keys) > 3 else "") if keys else "none"
+
+        ckpt_keys = self._match[1]
+        shapes = ""
+        if incompatible.incorrect_shapes:
+            key, in_file, in_model = incompatible.incorrect_shapes[0]
+            shapes = (f"; {len(incompatible.incorrect_shapes)} of them have model names but "
+                      f"other shapes (e.g. {key!r}: {tuple(in_file)} in the file, "
+                      f"{tuple(in_model)} in the model)")
+        raise CheckpointMismatchError(
+            f"Checkpoint '{path}' matches none of the model's keys, so nothing was loaded into "
+            f"the {type(self.model).__name__}: {_n_keys(ckpt_keys)} in the file ({some(ckpt_keys)}), "
+            f"{len(model_keys)} in the model ({some(model_keys)}){shapes}. Is it a checkpoint "
+            "of another model, or are its names different (Caffe2 / Detectron1 names load with "
+            "'?matching_heuristics=True' after the path)? To load it anyway, pass "
+            "allow_no_match=True to load() or set checkpointer.allow_no_match = True."
+        )
 
     def _get_local_path(self, path: str) -> str:
         """Local file for ``path``: through :attr:`path_manager` when a registered prefix claims
@@ -273,6 +340,7 @@ class Checkpointer:
         _strip_prefix_if_present(state_dict, "module.")
 
         model_state_dict = self.model.state_dict()
+        offered = list(state_dict.keys())
         incorrect_shapes = []
         for k in list(state_dict.keys()):
             if k not in model_state_dict:
@@ -285,6 +353,7 @@ class Checkpointer:
                 incorrect_shapes.append((k, shape_ckpt, shape_model))
                 state_dict.pop(k)
         result = self.model.load_state_dict(state_dict, strict=False)
+        self._match = (len(state_dict) - len(result.unexpected_keys), offered)
         return IncompatibleKeys(list(result.missing_keys), list(result.unexpected_keys), incorrect_shapes)
 
     def _filter_incompatible(self, incompatible: IncompatibleKeys) -> IncompatibleKeys:
@@ -300,9 +369,9 @@ class Checkpointer:
                 "expected.", key, shape_ckpt, shape_model,
             )
         if incompatible.missing_keys:
-            self.logger.info(get_missing_parameters_message(incompatible.missing_keys))
+            self.logger.warning(get_missing_parameters_message(incompatible.missing_keys))
         if incompatible.unexpected_keys:
-            self.logger.info(get_unexpected_parameters_message(incompatible.unexpected_keys))
+            self.logger.warning(get_unexpected_parameters_message(incompatible.unexpected_keys))
 
 
 class DetectionCheckpointer(Checkpointer):
@@ -425,33 +494,6 @@ class PeriodicCheckpointer:
         self.checkpointer.save(name, **kwargs)
 
 
-# ------------------------------------------------------------------------------------ messages
-def get_missing_parameters_message(keys: List[str]) -> str:
-    """A table of the model keys the checkpoint did not provide, one row per module."""
-    return "Some model parameters or buffers are not found in the checkpoint:\n" + _key_table(keys)
-
-
-def get_unexpected_parameters_message(keys: List[str]) -> str:
-    """A table of the checkpoint keys the model does not use, one row per module."""
-    return "The checkpoint state_dict contains keys that are not used by the model:\n" + _key_table(keys)
-
-
-def _key_table(keys: Iterable[str]) -> str:
-    # "roi_heads.box_predictor.cls_score.weight", "...cls_score.bias"
-    #   -> | roi_heads.box_predictor.cls_score | {weight, bias} |
-    from tabulate import tabulate
-
-    groups: Dict[str, List[str]] = {}
-    for key in keys:
-        head, dot, tail = key.rpartition(".")
-        groups.setdefault(head if dot else key, []).extend([tail] if dot else [])
-    rows = []
-    for head, tails in sorted(groups.items()):
-        names = "" if not tails else tails[0] if len(tails) == 1 else "{" + ", ".join(tails) + "}"
-        rows.append((head, names))
-    return tabulate(rows, headers=["Module", "Names"], tablefmt="pipe")
-
-
 # ------------------------------------------------------------------------------------- helpers
 def _split_query(path: str) -> Tuple[str, str]:
     """``"x.pth?matching_heuristics=True"`` -> ``("x.pth", "matching_heuristics=True")``; an
@@ -540,24 +582,3 @@ def _filter_reused_missing_keys(model: nn.Module, keys: List[str]) -> List[str]:
         if any(n in keyset for n in names) and not all(n in keyset for n in names):
             keyset -= names
     return [k for k in keys if k in keyset]
-
-
-def _atomic_write(path: str, write, *, binary: bool) -> None:
-    """Calls ``write(file)`` on a temporary file beside ``path``, then renames it to ``path``.
-
-    The temporary file is created with ``open(..., "x")`` (not ``mkstemp``) so that the result
-    gets the usual permissions under the process umask.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb" if binary else "x") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
