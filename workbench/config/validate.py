@@ -15,6 +15,7 @@ used by a config of the model zoo passes. Keys absent from the config are skippe
 
 from __future__ import annotations
 
+import collections.abc
 import math
 import numbers
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
@@ -30,6 +31,11 @@ _INPUT_FORMATS = ("BGR", "RGB", "L", "YUV-BT.601", "1", "P", "RGBA", "CMYK", "I"
 class ConfigValueError(ValueError):
     """A config value no model or loader can work with; the message names the dotted key."""
 
+
+
+def _is_sequence(v: object) -> bool:
+    """A list or tuple, or an omegaconf ListConfig (a cfg given as a DictConfig)."""
+    return isinstance(v, collections.abc.Sequence) and not isinstance(v, (str, bytes))
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
@@ -48,16 +54,16 @@ def _in_unit_interval() -> Tuple[Callable[[Any], bool], str]:
 
 
 def _sizes_at_least_zero(v: Any) -> bool:
-    values = v if isinstance(v, (list, tuple)) else [v]
+    values = v if _is_sequence(v) else [v]
     return len(values) > 0 and all(_is_number(x) and x >= 0 for x in values)
 
 
 def _positive_numbers(v: Any) -> bool:
-    return isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_number(x) and x > 0 for x in v)
+    return _is_sequence(v) and len(v) > 0 and all(_is_number(x) and x > 0 for x in v)
 
 
 def _numbers(v: Any) -> bool:
-    return isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_number(x) for x in v)
+    return _is_sequence(v) and len(v) > 0 and all(_is_number(x) for x in v)
 
 
 # key -> (check, what is expected)
