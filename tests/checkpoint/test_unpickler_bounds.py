@@ -153,3 +153,33 @@ def test_a_torch_file_named_pkl_is_told_to_be_renamed(tmp_path, zipped):
     assert str(path) in msg and "Rename it to .pth" in msg and "truncated or corrupt" not in msg
     renamed = path.rename(tmp_path / "model_final.pth")
     DetectionCheckpointer(nn.Linear(2, 2)).load(str(renamed))
+
+
+class _HugeBytearray:
+    """Pickles as a call of bytearray(2**30): 1 GiB asked for by a file of a few bytes."""
+
+    def __reduce__(self):
+        return (bytearray, (2 ** 30,))
+
+
+@pytest.mark.parametrize("layout", ["raw pickle", "torch zip", "torch legacy"])
+def test_torch_files_are_held_to_the_same_budget(tmp_path, layout):
+    # torch's weights-only loader admits bytearray without a size limit; the budget scan that
+    # runs before it refuses the allocation, naming the file.
+    import pickle as _pickle
+    import resource
+
+    import torch
+
+    from workbench.checkpoint.safe_load import _torch_load
+
+    path = tmp_path / "huge.pth"
+    if layout == "raw pickle":
+        path.write_bytes(_pickle.dumps(_HugeBytearray(), protocol=2))
+    else:
+        torch.save(_HugeBytearray(), path, _use_new_zipfile_serialization=layout == "torch zip")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UnsafePickleError, match=r"huge\.pth.*bytearray of 1,073,741,824 bytes"):
+        _torch_load(str(path))
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kb < 200_000, f"peak memory grew by {grown_kb} kB"

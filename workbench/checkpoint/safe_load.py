@@ -9,6 +9,7 @@ decides which reader a file gets and what to do with what it holds.
 
 from __future__ import annotations
 
+import io
 import pickle
 import re
 import zipfile
@@ -17,7 +18,8 @@ from typing import Any, List
 import numpy as np
 import torch
 
-from .safe_pickle import UnsafePickleError, allowed_globals, find_pickle_globals, safe_load_pickle
+from .safe_pickle import (RestrictedUnpickler, UnsafePickleError, allowed_globals,
+                          find_pickle_globals, safe_load_pickle)
 
 __all__ = ["CheckpointLoadError"]
 
@@ -42,9 +44,102 @@ def _numpy_globals() -> List[Any]:
     return allowed + sorted(dtype_classes, key=lambda t: t.__name__)
 
 
+class _BudgetExceeded(UnsafePickleError):
+    pass
+
+
+class _Placeholder:
+    """Stands for a tensor, storage or torch object during the budget scan (nothing built)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "_Placeholder":
+        return _Placeholder()
+
+
+class _StopScan(Exception):
+    pass
+
+
+class _TorchBudgetScan(RestrictedUnpickler):
+    """Replays the pickles of a torch checkpoint with the restricted unpickler's memory budget
+    and nothing else: torch's own objects are placeholders (torch's weights-only loader judges
+    them next), anything else ends the scan (torch refuses it). torch's loader admits
+    ``bytearray`` and friends without a size limit: a 39-byte file could allocate 1 GiB."""
+
+    dispatch = dict(RestrictedUnpickler.dispatch)
+
+    def _charge(self, nbytes: int, what: str) -> None:
+        try:
+            super()._charge(nbytes, what)
+        except UnsafePickleError as e:
+            raise _BudgetExceeded(str(e)) from None
+
+    def _refuse(self, what: str) -> None:
+        raise _StopScan(what)
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch" or module.startswith("torch."):
+            return _Placeholder()
+        try:
+            return super().find_class(module, name)
+        except UnsafePickleError:
+            raise _StopScan(f"{module}.{name}") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        return _Placeholder()
+
+    def load_build(self) -> None:
+        if isinstance(self.stack[-2], _Placeholder) or id(self.stack[-2]) not in self._buildable:
+            self.stack.pop()  # a tensor's or a state dict's attributes: nothing to allocate
+            return
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def load_newobj(self) -> None:
+        self.stack.pop()
+        self.stack[-1] = _Placeholder()
+
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+
+    def _target(self, kinds: Any, op: str) -> Any:
+        target = self.stack[-1]
+        if isinstance(target, _Placeholder):
+            return {} if op.startswith("SET") else []
+        return super()._target(kinds, op)
+
+
+def _check_torch_budget(filename: str) -> None:
+    """Refuses a torch checkpoint whose pickles ask for more memory than the file can hold,
+    before ``torch.load`` makes the allocation."""
+    import os
+
+    budget = 2 * os.path.getsize(filename) + (1 << 20)
+    streams: List[Any] = []
+    try:
+        if zipfile.is_zipfile(filename):
+            with zipfile.ZipFile(filename) as z:
+                streams = [io.BytesIO(z.read(n)) for n in z.namelist() if n.endswith(".pkl")]
+        else:  # legacy format: magic number, protocol, system info, then the objects
+            with open(filename, "rb") as f:
+                streams = [io.BytesIO(f.read())]
+    except (OSError, zipfile.BadZipFile, RuntimeError):
+        return  # torch.load reports a damaged file
+    for stream in streams:
+        for _ in range(4):  # the legacy format's four pickles (a zip's data.pkl is one)
+            if stream.tell() >= len(stream.getbuffer()):
+                break
+            try:
+                _TorchBudgetScan(stream, filename=filename, max_bytes=budget).load()
+            except _BudgetExceeded:
+                raise
+            except Exception:  # anything else is torch.load's to judge
+                break
+
+
 def _torch_load(filename: str) -> Any:
     """``torch.load(weights_only=True)`` (numpy arrays admitted too), with errors naming the
-    file."""
+    file; first, the restricted unpickler's memory budget over the file's pickles."""
+    _check_torch_budget(filename)
     try:
         if hasattr(torch.serialization, "safe_globals"):  # torch >= 2.5
             with torch.serialization.safe_globals(_numpy_globals()):
