@@ -55,8 +55,9 @@ def test_temp_files_of_dead_writers_are_removed(tmp_path, trigger):
     ckpt = checkpointer(tmp_path)
     ckpt.save("model_0000000")
     pid = dead_pid()
-    stale = [make(tmp_path, temp_name("model_0000001.pth", pid)),
-             make(tmp_path, temp_name("last_checkpoint", pid))]
+    age = atomic_files.DEAD_WRITER_AGE_S + 10
+    stale = [make(tmp_path, temp_name("model_0000001.pth", pid), age_s=age),
+             make(tmp_path, temp_name("last_checkpoint", pid), age_s=age)]
     if trigger == "save":
         ckpt.save("model_0000002")
     elif trigger == "load":
@@ -76,6 +77,22 @@ def test_temp_files_of_running_writers_are_kept(tmp_path, live_process):
             make(tmp_path, temp_name("model_0000004.pth"), age_s=60)]
     checkpointer(tmp_path).save("model_0000005")
     assert all(p.exists() for p in kept)
+
+
+def test_recent_temp_files_of_pids_not_seen_here_are_kept(tmp_path):
+    # A container sharing this volume and host name, in its own pid namespace, is saving:
+    # its pid means nothing here (dead, or another process), but its file keeps changing.
+    age = atomic_files.DEAD_WRITER_AGE_S - 20
+    kept = [make(tmp_path, temp_name("model_0000001.pth", dead_pid())),
+            make(tmp_path, temp_name("last_checkpoint", dead_pid()), age_s=age)]
+    checkpointer(tmp_path).save("model_0000002")
+    assert all(p.exists() for p in kept)
+    # Once unmodified for DEAD_WRITER_AGE_S, its writer has stopped: the files go.
+    for p in kept:
+        t = time.time() - atomic_files.DEAD_WRITER_AGE_S - 10
+        os.utime(p, (t, t))
+    checkpointer(tmp_path).save("model_0000003")
+    assert not any(p.exists() for p in kept)
 
 
 def test_old_temp_files_of_unknown_writers_are_removed(tmp_path):

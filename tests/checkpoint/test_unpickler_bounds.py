@@ -90,7 +90,20 @@ def test_repeating_a_small_allocation_is_bounded_too():
     (b"\x80\x03" + binbytes(b"x" * 64)
      + b"".join([b"q\x00" + glob("_codecs", "encode") + b"h\x00X\x03\x00\x00\x00hex\x86R"] * 16)
      + b".", "_codecs.encode"),
-    (b"\x80\x02" + glob("collections", "OrderedDict") + b")R}X\x01\x00\x00\x00xK\x01sb.", "BUILD"),
+    # An OrderedDict's attributes come from a dict of names (no slot state), once, and
+    # never replace its methods; other objects' state is never set.
+    (b"\x80\x02" + glob("collections", "OrderedDict") + b")R}K\x01K\x01sb.", "BUILD"),
+    (b"\x80\x02" + glob("collections", "OrderedDict") + b")RN}X\x01\x00\x00\x00xK\x01s\x86b.",
+     "BUILD"),
+    (b"\x80\x02" + glob("collections", "OrderedDict") + b")R]b.", "BUILD"),
+    (b"\x80\x02" + glob("collections", "OrderedDict") + b")R}X\x04\x00\x00\x00keysK\x01sb.",
+     "BUILD"),
+    (b"\x80\x02" + glob("collections", "OrderedDict") + b")R}X\x09\x00\x00\x00__class__K\x01sb.",
+     "BUILD"),
+    (b"\x80\x02" + glob("collections", "OrderedDict")
+     + b")R}X\x01\x00\x00\x00xK\x01sb}X\x01\x00\x00\x00yK\x01sb.", "BUILD"),
+    (b"\x80\x02}}X\x01\x00\x00\x00xK\x01sb.", "BUILD"),
+    (b"\x80\x02" + glob("builtins", "set") + b"]\x85R}X\x01\x00\x00\x00xK\x01sb.", "BUILD"),
     (b"\x80\x02" + glob("builtins", "bytearray") + b"C\x02ab\x85RK\x00K\x01s.", "SETITEM"),
     (b"\x80\x02" + glob("builtins", "complex") + b")\x81.", "NEWOBJ"),
     (b"\x80\x02" + glob("numpy", "ndarray") + binint(GiB) + b"\x85R.", "numpy.ndarray"),

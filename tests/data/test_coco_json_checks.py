@@ -89,8 +89,6 @@ BAD_ANNOTATIONS = {
                            r"not a flat list of finite numbers"),
     "segmentation_string": (11, _set("segmentation", "mask.png"), r"segmentation is a str"),
     "keypoints_not_triples": (11, _set("keypoints", [1, 2, 2, 4]), r"not a multiple of 3"),
-    "unknown_category": (12, _set("category_id", 9),
-                         r"category_id=9 is not the id of any entry of 'categories'"),
 }
 
 
@@ -110,22 +108,62 @@ def test_a_bad_annotation_names_file_annotation_and_image(tmp_path, case, datase
     assert re.search(problem, msg), msg
 
 
-def test_an_annotation_of_an_unknown_image(tmp_path):
+def test_annotations_of_images_not_in_images_are_dropped_with_a_warning(tmp_path, caplog):
+    # A subset json made by filtering only "images": detectron2 warns and leaves them out.
     data = _base()
     _ann(data, 12)["image_id"] = 77
+    data["annotations"].append({"id": 20, "image_id": 78, "category_id": 1, "iscrowd": 0,
+                                "bbox": [1, 1, 2, 2], "area": 4.0})
     path = _write(tmp_path, data)
-    with pytest.raises(CocoJsonError, match=rf"'{path}', annotation id=12 of image id=77: "
-                       r"image_id=77 is not the id of any entry of 'images'"):
-        load_coco_json(path, str(tmp_path))
+    with caplog.at_level("WARNING", logger="workbench.data.datasets.coco"):
+        dicts = load_coco_json(path, str(tmp_path), f"coco_subset_{tmp_path.name}")
+    assert [d["image_id"] for d in dicts] == [5, 6]
+    assert [len(d["annotations"]) for d in dicts] == [1, 1]  # 12 (of image 77) and 20 are gone
+    assert dicts[1]["annotations"][0]["bbox"] == [0, 0, 4, 4]  # annotation 13 kept
+    msg = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "contains 4 annotations, but only 2 of them match to images" in msg, msg
+    assert "annotation ids [12, 20]" in msg and "image ids [77, 78]" in msg, msg
 
 
-@pytest.mark.parametrize("key", ["images", "categories"])
-def test_missing_images_or_categories(tmp_path, key):
+def test_an_unknown_category_with_a_dataset_name_is_an_error(tmp_path):
+    # detectron2's id map would fail later with a bare KeyError.
     data = _base()
-    del data[key]
+    _ann(data, 12)["category_id"] = 9
     path = _write(tmp_path, data)
-    with pytest.raises(CocoJsonError, match=rf"COCO json '{path}' has no '{key}'"):
+    with pytest.raises(CocoJsonError, match=rf"'{path}', annotation id=12 of image id=6: "
+                       r"category_id=9 is not the id of any entry of 'categories' \(ids \[1, 4\]\)"):
+        load_coco_json(path, str(tmp_path), f"coco_unknown_cat_{tmp_path.name}")
+
+
+def test_an_unknown_category_without_a_dataset_name_is_kept(tmp_path, caplog):
+    # detectron2 keeps category ids as they are without a dataset name.
+    data = _base()
+    _ann(data, 12)["category_id"] = 9
+    with caplog.at_level("WARNING", logger="workbench.data.datasets.coco"):
+        dicts = load_coco_json(_write(tmp_path, data), str(tmp_path))
+    assert [a["category_id"] for a in dicts[1]["annotations"]] == [9, 1]
+    msg = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "1 annotations have a category_id that is not in 'categories' (ids [9]" in msg, msg
+
+
+def test_missing_images(tmp_path):
+    data = _base()
+    del data["images"]
+    path = _write(tmp_path, data)
+    with pytest.raises(CocoJsonError, match=rf"COCO json '{path}' has no 'images'"):
         load_coco_json(path, str(tmp_path))
+
+
+def test_missing_categories(tmp_path):
+    # Needed with a dataset name (thing_classes, id map); without one detectron2 loads the
+    # annotations with their category ids as they are.
+    data = _base()
+    del data["categories"]
+    path = _write(tmp_path, data)
+    with pytest.raises(CocoJsonError, match=rf"COCO json '{path}' has no 'categories'"):
+        load_coco_json(path, str(tmp_path), f"coco_nocats_{tmp_path.name}")
+    dicts = load_coco_json(path, str(tmp_path))
+    assert [[a["category_id"] for a in d["annotations"]] for d in dicts] == [[1], [4, 1]]
 
 
 def test_a_test_set_json_without_annotations_loads(tmp_path):

@@ -331,3 +331,34 @@ def test_truncated_shard_is_named_and_a_rerun_redoes_it(setup, tmp_path):
     run = extract(setup["model"], setup["images"], out, **setup["kwargs"])["run"]
     assert run["images_computed"] == 3
     assert _files(out) == _files(setup["out"])
+
+
+def _zero_fill(path):
+    path.write_bytes(b"\0" * path.stat().st_size)
+
+
+def _flip_middle(path):
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 64] = bytes(255 - b for b in data[mid:mid + 64])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_zero_fill, _flip_middle], ids=["zeros", "flipped-bytes"])
+def test_corrupt_shard_of_the_right_size_is_named_and_a_rerun_redoes_it(setup, tmp_path, damage):
+    out = tmp_path / "feats"
+    shutil.copytree(setup["out"], out)
+    shard = out / "shard-00001.npz"
+    damage(shard)
+    assert shard.stat().st_size == (setup["out"] / "shard-00001.npz").stat().st_size
+    with pytest.raises(ExtractionFolderError) as e:
+        load_extracted(out).shard(1)
+    msg = str(e.value)
+    assert msg.startswith(f"{shard} is damaged"), msg
+    assert "Run the same extraction again to repair it" in msg
+    assert "allow_pickle" not in msg
+    with pytest.raises(ExtractionFolderError, match="shard-00001.npz is damaged"):
+        read_npz(shard)
+    run = extract(setup["model"], setup["images"], out, **setup["kwargs"])["run"]
+    assert run["images_computed"] == 3
+    assert _files(out) == _files(setup["out"])

@@ -8,8 +8,11 @@ and only those, without touching the temporary file of a write still in progress
 Temporary files are named ``.<name>.<host>-<pid>-<random>.tmp``: ``host`` is a short hash of
 the machine's name and ``pid`` the writer's process id. One is stale when
 
-- it was written on this machine and process ``pid`` no longer runs (or is a zombie, or
-  started over a minute after the file was last written: the pid was reused); or
+- it was written on this machine, process ``pid`` no longer runs (or is a zombie, or
+  started over a minute after the file was last written: the pid was reused), and the file
+  has not been modified for :data:`DEAD_WRITER_AGE_S` seconds. (Processes in other pid
+  namespaces, e.g. containers sharing a volume and a host name, are invisible here: their
+  live writers look dead, but keep modifying their files.) Or
 - it was written on another machine (a shared file system), or is in the older
   ``.<name>.<random>.tmp`` form without host and pid, and has not been modified for
   :data:`STALE_TEMP_AGE_S` seconds (a running write keeps modifying its file).
@@ -26,13 +29,17 @@ import uuid
 import zlib
 from typing import Callable, List, Optional
 
-__all__ = ["STALE_TEMP_AGE_S", "is_temp_file", "remove_stale_temp_files"]
+__all__ = ["DEAD_WRITER_AGE_S", "STALE_TEMP_AGE_S", "is_temp_file", "remove_stale_temp_files"]
 
 logger = logging.getLogger(__name__)
 
 #: A temporary file of another machine's writer, or of the older naming without a pid, is
 #: stale once it has not been modified for this long (seconds).
 STALE_TEMP_AGE_S = 3600.0
+
+#: A temporary file of this machine whose writer's pid no longer runs is stale once it has
+#: not been modified for this long (seconds): the pid may be another pid namespace's.
+DEAD_WRITER_AGE_S = 60.0
 
 _CLOCK_MARGIN_S = 60.0
 
@@ -120,7 +127,7 @@ def _is_stale(path: str, host: Optional[str], pid: Optional[str], now: float) ->
     except OSError:
         return False  # gone already (renamed into place, or cleaned by someone else)
     if host == _host_tag() and pid is not None:
-        return not _writer_alive(int(pid), mtime)
+        return now - mtime > DEAD_WRITER_AGE_S and not _writer_alive(int(pid), mtime)
     return now - mtime > STALE_TEMP_AGE_S
 
 

@@ -45,7 +45,7 @@ def _numpy_globals() -> List[Any]:
 
 
 class _BudgetExceeded(UnsafePickleError):
-    pass
+    """Inside the scan only: :func:`_check_torch_budget` raises a plain UnsafePickleError."""
 
 
 class _Placeholder:
@@ -110,30 +110,51 @@ class _TorchBudgetScan(RestrictedUnpickler):
 
 def _check_torch_budget(filename: str) -> None:
     """Refuses a torch checkpoint whose pickles ask for more memory than the file can hold,
-    before ``torch.load`` makes the allocation."""
+    before ``torch.load`` makes the allocation.
+
+    Raises:
+        UnsafePickleError: The file asks for more memory than its size allows.
+    """
     import os
 
-    budget = 2 * os.path.getsize(filename) + (1 << 20)
-    streams: List[Any] = []
     try:
+        budget = 2 * os.path.getsize(filename) + (1 << 20)
         if zipfile.is_zipfile(filename):
+            # data.pkl holds the objects; the tensors' bytes are entries of their own.
             with zipfile.ZipFile(filename) as z:
-                streams = [io.BytesIO(z.read(n)) for n in z.namelist() if n.endswith(".pkl")]
-        else:  # legacy format: magic number, protocol, system info, then the objects
+                for name in z.namelist():
+                    if name.endswith(".pkl"):
+                        _scan_pickles(io.BytesIO(z.read(name)), filename, budget, count=1)
+        else:
+            # Legacy format: the magic number, protocol and system info, then the objects
+            # (four pickles), then the storages' raw bytes, which are not scanned. Read
+            # straight from the file: the restricted unpickler takes what it needs.
             with open(filename, "rb") as f:
-                streams = [io.BytesIO(f.read())]
+                _scan_pickles(f, filename, budget, count=4)
+    except _BudgetExceeded as e:
+        raise UnsafePickleError(str(e)) from None
     except (OSError, zipfile.BadZipFile, RuntimeError):
         return  # torch.load reports a damaged file
-    for stream in streams:
-        for _ in range(4):  # the legacy format's four pickles (a zip's data.pkl is one)
-            if stream.tell() >= len(stream.getbuffer()):
+
+
+def _scan_pickles(f: Any, filename: str, budget: int, count: int) -> None:
+    """Replays up to ``count`` pickles in a row from ``f`` under the memory ``budget``."""
+    for _ in range(count):
+        try:
+            if not _peek_byte(f):
                 break
-            try:
-                _TorchBudgetScan(stream, filename=filename, max_bytes=budget).load()
-            except _BudgetExceeded:
-                raise
-            except Exception:  # anything else is torch.load's to judge
-                break
+            _TorchBudgetScan(f, filename=filename, max_bytes=budget).load()
+        except _BudgetExceeded:
+            raise
+        except Exception:  # anything else is torch.load's to judge
+            break
+
+
+def _peek_byte(f: Any) -> bytes:
+    pos = f.tell()
+    data = f.read(1)
+    f.seek(pos)
+    return data
 
 
 def _torch_load(filename: str) -> Any:

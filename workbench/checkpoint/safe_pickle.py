@@ -147,10 +147,15 @@ class RestrictedUnpickler(pickle._Unpickler):
     build what weight pickles build, and the memory that arrays, ``bytes``, ``bytearray``,
     strings and containers built by those calls take is counted before it is allocated: in
     all at most twice the file's size (an array's data may exist once as ``bytes`` and once as
-    the array) plus 1 MiB. A file that asks for more is refused
-    (:class:`UnsafePickleError`) before the allocation. Only numpy arrays and dtypes that the
-    file has just created may have their state set (the ``BUILD`` opcode), once; ``NEWOBJ``,
-    out-of-band buffers (protocol 5) and persistent IDs are refused.
+    the array) plus 1 MiB. What is counted is what the file only names the size of (an
+    array's shape, ``bytes(n)``) and copies of copies: a container built from a list, bytes
+    or string the file spelled out (``set([...])`` in protocols 0 - 2) is as large as what
+    the file holds, so its first copy is free, but copying the same object again, or copying
+    a copy, is counted. A file that asks for more is refused (:class:`UnsafePickleError`)
+    before the allocation. Only numpy arrays, dtypes and OrderedDicts that the file has just
+    created may have their state set (the ``BUILD`` opcode), once; an OrderedDict's only from
+    a dict of attribute names (a state dict's ``_metadata``). ``NEWOBJ``, out-of-band buffers
+    (protocol 5) and persistent IDs are refused.
 
     It is :mod:`pickle`'s pure-Python unpickler underneath (weight files are few large
     objects, so it is about as fast), which keeps its memo a dict and lets each opcode be
@@ -180,6 +185,9 @@ class RestrictedUnpickler(pickle._Unpickler):
         self._allowed = allowed_globals()
         self._guards = self._make_guards()
         self._buildable: Dict[int, Any] = {}  # id -> object whose state may be set once
+        # id -> object built by copying (the guarded constructors' results), or copied from
+        # once already; kept alive so that ids stay unique.
+        self._copies: Dict[int, Any] = {}
 
     # -------------------------------------------------------------------------- refusals
     def _refuse(self, what: str) -> None:
@@ -212,6 +220,13 @@ class RestrictedUnpickler(pickle._Unpickler):
         for d in shape:
             count *= d
         return count
+
+    def _first_copy(self, source: Any) -> bool:
+        """Whether ``source`` is copied for the first time and is not itself a copy."""
+        if id(source) in self._copies:
+            return False
+        self._copies[id(source)] = source
+        return True
 
     def _use_dtype(self, obj: Any, what: str) -> Any:
         """``obj``, checked to be a numpy dtype; from now on its state may not change."""
@@ -293,25 +308,36 @@ class RestrictedUnpickler(pickle._Unpickler):
                 self._refuse("it calls _codecs.encode other than as pickles spell bytes "
                              "(a str and 'latin1')")
             self._charge(len(obj), "bytes")
-            return table[("_codecs", "encode")](obj, "latin1", errors)
+            result = table[("_codecs", "encode")](obj, "latin1", errors)
+            self._copies[id(result)] = result  # copying it again is charged
+            return result
 
         def sized(cls: Any, per_item: int) -> Any:
             def build(*args: Any) -> Any:
                 arg = args[0] if args else ()
                 if cls in (bytes, bytearray) and isinstance(arg, int) and not isinstance(arg, bool):
-                    n = arg  # bytes(n): n zero bytes
-                elif isinstance(arg, str) and cls in (bytes, bytearray):
+                    # bytes(n): n zero bytes, allocated from a size the file only names.
+                    self._charge(arg, "bytes" if cls is bytes else "a bytearray")
+                    return cls(arg)
+                if isinstance(arg, str) and cls in (bytes, bytearray):
                     if len(args) < 2 or str(args[1]).lower() not in _LATIN1:
                         self._refuse(f"it calls {cls.__name__}(str, ...) with an encoding "
                                      "other than latin1")
-                    n, args = len(arg), (arg, "latin1")
-                elif isinstance(arg, (bytes, bytearray, *_SEQUENCES)) and len(args) <= 1:
-                    n = len(arg)
-                else:
+                    args = (arg, "latin1")
+                elif not (isinstance(arg, (bytes, bytearray, *_SEQUENCES)) and len(args) <= 1):
                     self._refuse(f"it calls {cls.__name__} with arguments of types "
                                  f"{[type(a).__name__ for a in args]}")
-                self._charge(n * per_item, "bytes" if cls is bytes else f"a {cls.__name__}")
-                return cls(*args)
+                # A copy of something the file has built: as large as that, which the file
+                # had to spell out. The first copy of each such object is free; copying it
+                # again (memo references make that cheap) or copying a copy is charged.
+                if args and not self._first_copy(arg):
+                    self._charge(len(arg) * per_item,
+                                 "bytes" if cls is bytes else f"a {cls.__name__}")
+                result = cls(*args)
+                self._copies[id(result)] = result
+                if cls is collections.OrderedDict:  # its attributes may be set once (BUILD)
+                    self._buildable[id(result)] = result
+                return result
             return build
 
         def complex_(*args: Any) -> complex:
@@ -345,15 +371,30 @@ class RestrictedUnpickler(pickle._Unpickler):
         state, inst = self.stack[-1], self.stack[-2]
         if self._buildable.pop(id(inst), None) is not inst:
             self._refuse(f"it sets the state of a {type(inst).__name__} (BUILD), which weight "
-                         "files only do once, on a numpy array or dtype they have just created")
+                         "files only do once, on a numpy array, dtype or OrderedDict they have "
+                         "just created")
         if isinstance(inst, np.ndarray):
             if not isinstance(state, tuple) or len(state) not in (4, 5):
                 self._refuse("it sets an array's state from something other than numpy's tuple")
             count = self._count(state[-4], "an array")
             self._charge(count * self._use_dtype(state[-3], "an array").itemsize, "a numpy array")
+        elif isinstance(inst, collections.OrderedDict):
+            self._check_dict_attributes(inst, state)
         else:
             self._freeze_dtypes(state)
         super().load_build()
+
+    def _check_dict_attributes(self, inst: Any, state: Any) -> None:
+        """An OrderedDict's state is its ``__dict__`` (a state dict's ``_metadata``): a plain
+        dict of str keys that are not the names of OrderedDict's methods or attributes."""
+        if type(state) is not dict:
+            self._refuse(f"it sets the attributes of an OrderedDict (BUILD) from a "
+                         f"{type(state).__name__}, not from a dict of attribute names")
+        for key in state:
+            if type(key) is not str or not key.isidentifier() or key.startswith("__"):
+                self._refuse(f"it sets an OrderedDict attribute named {key!r} (BUILD)")
+            if hasattr(type(inst), key):
+                self._refuse(f"it replaces the OrderedDict attribute {key!r} (BUILD)")
 
     dispatch[pickle.BUILD[0]] = load_build
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -36,11 +36,13 @@ def _all_finite(values: List[Any]) -> bool:
 
 
 def _flat(value: Any) -> Optional[List[Any]]:
-    """A list / tuple / 1-D array as a list, else None."""
-    if isinstance(value, np.ndarray):
-        return value.reshape(-1).tolist() if value.ndim <= 1 else None
+    """A list / tuple / 1-D array or tensor (anything with ``ndim`` <= 1 and ``tolist``, as
+    numpy arrays and torch tensors: detectron2's BoxMode.convert takes both) as a list, else None."""
     if isinstance(value, (list, tuple)):
         return list(value)
+    ndim = getattr(value, "ndim", None)
+    if isinstance(ndim, int) and hasattr(value, "tolist") and hasattr(value, "reshape"):
+        return value.reshape(-1).tolist() if ndim <= 1 else None
     return None
 
 
@@ -70,30 +72,39 @@ def polygon_problem(polygon: Any) -> Optional[str]:
     return None
 
 
-def rle_string_counts(counts: str) -> List[int]:
-    """The run lengths of a compressed RLE string (pycocotools' ``rleFrString``).
+def rle_string_counts(counts: Union[str, bytes]) -> np.ndarray:
+    """The run lengths (int64) of a compressed RLE string, as pycocotools' ``rleFrString``
+    reads them, vectorised with numpy.
+
+    Each run length is 1 or more characters ``c - 48``; a character's 0x20 bit says another
+    follows; their low 5 bits are the number's 5-bit groups, least significant first; the 0x10
+    bit of the last group is the sign. From the fourth run on, a number is the difference to
+    the run two before.
 
     Raises:
-        ValueError: the string ends in the middle of a number.
+        ValueError: the string ends in the middle of a number, or a number is longer than 7
+            characters (35 bits: pycocotools writes differences of 32-bit counts, at most 7).
     """
-    out: List[int] = []
-    pos = 0
-    while pos < len(counts):
-        x, k, more = 0, 0, True
-        while more:
-            if pos >= len(counts):
-                raise ValueError("the compressed counts string ends in the middle of a run length")
-            c = ord(counts[pos]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            pos += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(out) > 2:
-            x += out[-2]
-        out.append(x)
-    return out
+    raw = counts.encode() if isinstance(counts, str) else bytes(counts)
+    if not raw:
+        return np.zeros(0, np.int64)
+    c = (np.frombuffer(raw, np.uint8).astype(np.int64) - 48) & 0x3F  # pycocotools keeps 6 bits
+    ends = np.flatnonzero((c & 0x20) == 0)  # last character of each number
+    if len(ends) == 0 or ends[-1] != len(c) - 1:
+        raise ValueError("the compressed counts string ends in the middle of a run length")
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    lengths = ends - starts + 1
+    if lengths.max() > 7:
+        raise ValueError(f"a run length is {int(lengths.max())} characters long (at most 7 encode "
+                         "a 32-bit count)")
+    k = np.arange(len(c), dtype=np.int64) - np.repeat(starts, lengths)  # group index in its number
+    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
+    x -= np.where(c[ends] & 0x10, np.left_shift(1, 5 * lengths), 0)  # sign of the last group
+    x[1::2] = np.cumsum(x[1::2])  # x[i] += x[i - 2] for i > 2: a running sum per parity ...
+    x[2::2] = np.cumsum(x[2::2])  # ... that starts at index 1 for odd, 2 for even indices
+    return x
 
 
 def rle_problem(rle: Any, image_hw: Optional[Sequence[int]] = None) -> Optional[str]:
@@ -120,14 +131,17 @@ def rle_problem(rle: Any, image_hw: Optional[Sequence[int]] = None) -> Optional[
             runs = rle_string_counts(counts)
         except ValueError as e:
             return f"RLE 'counts' string is corrupt: {e}."
+        negative = bool(len(runs)) and int(runs.min()) < 0
+        total = int(runs.sum())
     else:
         runs = _flat(counts)
         if runs is None or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in runs):
             return (f"RLE 'counts' {_short(counts)} is neither a compressed RLE string nor a list "
                     "of integer run lengths.")
-    if any(v < 0 for v in runs):
+        negative = any(v < 0 for v in runs)
+        total = int(sum(runs))
+    if negative:
         return "RLE 'counts' has a negative run length."
-    total = int(sum(runs))
     if total != h * w:
         return (f"RLE run lengths sum to {total}, but 'size' [{h}, {w}] needs H x W = {h * w}.")
     return None

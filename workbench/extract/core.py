@@ -439,7 +439,9 @@ class _Run:
             for k in todo:
                 lock = self.lock_shard(k)
                 try:
-                    if shard_done(out, k, verify=False) is not None:  # another writer did it
+                    # another writer did it (verified: a damaged shard of the right size,
+                    # found above, must be redone, not taken as done)
+                    if shard_done(out, k) is not None:
                         for _ in plan[k]:
                             next(prefetch)
                     else:

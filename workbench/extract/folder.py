@@ -20,6 +20,7 @@ import re
 import sys
 import time
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -32,6 +33,11 @@ __all__ = ["ExtractionFolderError", "write_npz", "read_npz", "read_json", "write
 # "pause@<point>:<key>" prints "paused" to stderr and waits there to be killed or signalled.
 _FAULT_ENV = "WORKBENCH_EXTRACT_FAULT"
 _PART = re.compile(r"^(shard-\d{5,})\.part-(\d{6,})\.npz$")
+
+
+RERUN_ADVICE = ("Run the same extraction again to repair it (intact shards are kept, checked "
+                "against their SHA-256; the rest are redone and manifest.json rewritten), or start "
+                "over in an empty output folder.")
 
 
 class ExtractionFolderError(ValueError):
@@ -113,8 +119,21 @@ def read_npz(path: Union[str, os.PathLike]) -> Dict[str, np.ndarray]:
         arrays["det/embeddings"][arrays["det/image"] == 0]   # embeddings of the shard's 1st image
         arrays["image_id"]
     """
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except (ValueError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        # numpy reads a file that is not a zip as a pickle and blames allow_pickle: say instead
+        # that the shard is damaged, and how to repair it.
+        path = Path(path)
+        detail = ("it is not an .npz (zip) file" if "pickle" in str(e)
+                  else f"{type(e).__name__}: {e}")
+        raise ExtractionFolderError(
+            f"{path} is damaged ({detail}): the extraction folder {path.parent} is damaged. "
+            f"{RERUN_ADVICE}"
+        ) from e
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -8,13 +8,11 @@ from typing import Any, Dict, Iterator, Union
 
 import numpy as np
 
-from .folder import ExtractionFolderError, read_json, read_npz
+from .folder import RERUN_ADVICE, ExtractionFolderError, read_json, read_npz
 
 __all__ = ["Extracted", "load_extracted"]
 
-_RERUN = ("Run the same extraction again to repair it (intact shards are kept, checked against "
-          "their SHA-256; the rest are redone and manifest.json rewritten), or start over in an "
-          "empty output folder.")
+_RERUN = RERUN_ADVICE
 
 
 class Extracted:

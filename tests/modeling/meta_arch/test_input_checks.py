@@ -70,8 +70,27 @@ def test_bad_containers_name_the_image():
     with pytest.raises(TypeError, match=B1 + r" must be an Instances .* got Boxes of shape \(2, 4\)"):
         check_gt_instances(batch)
     del batch[1]["instances"]
-    with pytest.raises(KeyError, match=r"batched_inputs\[1\] has no 'instances'"):
+    with pytest.raises(KeyError, match=r"batched_inputs\[1\] has no 'instances'.*an empty Instances: "
+                                       r"Instances\(\(h, w\), gt_boxes=Boxes\(torch.zeros\(0, 4\)\)"):
         check_gt_instances(batch)
+
+
+def test_instances_without_fields_say_how_to_build_an_empty_one():
+    from workbench.data.detection_utils import annotations_to_instances
+
+    batch = _inputs()
+    batch[1]["instances"] = Instances((80, 64))
+    with pytest.raises(KeyError) as e:
+        check_gt_instances(batch, num_classes=3)
+    msg = e.value.args[0]
+    assert msg.startswith("batched_inputs[1]['instances'] has no 'gt_boxes' (its fields: [])")
+    hint = "Instances((h, w), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64))"
+    assert hint in msg and "annotations_to_instances([], (h, w))" in msg
+    # Both suggestions pass.
+    batch[1]["instances"] = eval(hint, {"Instances": Instances, "Boxes": Boxes, "torch": torch, "h": 80, "w": 64})
+    check_gt_instances(batch, num_classes=3)
+    batch[1]["instances"] = annotations_to_instances([], (80, 64))
+    check_gt_instances(batch, num_classes=3)
 
 
 def test_legal_ground_truth_passes():
@@ -210,3 +229,43 @@ def test_semantic_targets_with_ignore_value_and_any_integer_dtype_train():
     assert loss(torch.int32) == loss(torch.int8) == loss(torch.uint8) == want
     inputs[0]["sem_seg"][:5] = 255  # the ignore value is legal
     assert loss(torch.int64) != want
+
+
+@pytest.mark.parametrize("name", ["semantic", "panoptic_fpn"])
+def test_semantic_targets_are_checked_as_given_before_any_move(name, monkeypatch):
+    # Data loaders give CPU maps: checking them there never waits for the GPU. The padded batch
+    # on the model's device is not checked again (its padding holds the ignore value).
+    from workbench.modeling.meta_arch import semantic_seg
+
+    cfg = tiny_cfg(name)
+    model = build_model(cfg).train()
+    inputs = make_inputs(cfg)
+    moved, backbone = [], []
+    real_move = semantic_seg.move_device_like
+    monkeypatch.setattr(semantic_seg, "move_device_like",
+                        lambda t, like: moved.append(t) or real_move(t, like))
+    model.backbone.register_forward_pre_hook(lambda m, args: backbone.append(1))
+    inputs[1]["sem_seg"] = inputs[1]["sem_seg"].index_put((torch.tensor([7]), torch.tensor([8])),
+                                                          torch.tensor(4))
+    with EventStorage(), pytest.raises(ValueError, match=r"batched_inputs\[1\]\['sem_seg'\]\[7, 8\] = 4: "):
+        model(inputs)
+    assert not moved and not backbone, "the maps were moved (or the backbone ran) before the check"
+    inputs[1]["sem_seg"][7, 8] = 255
+    with EventStorage():
+        assert torch.isfinite(sum(model(inputs).values()))
+    assert len(moved) == 2 and all(t.device.type == "cpu" for t in moved)
+
+
+def test_semantic_value_check_does_not_wrap_small_dtypes():
+    from workbench.modeling.meta_arch.input_checks import check_sem_seg_targets
+
+    batch = [{"image": torch.zeros(3, 4, 5), "sem_seg": torch.zeros(4, 5, dtype=torch.int8)}]
+    check_sem_seg_targets(batch, num_classes=200)
+    batch[0]["sem_seg"][1, 2] = -56  # 200 in uint8; int8 >= 200 would wrap around
+    with pytest.raises(ValueError, match=r"\['sem_seg'\]\[1, 2\] = -56: class ids must be in \[0, 200\)"):
+        check_sem_seg_targets(batch, num_classes=200)
+    batch[0]["sem_seg"] = torch.full((4, 5), 255, dtype=torch.uint8)
+    check_sem_seg_targets(batch, num_classes=3)  # all ignored
+    batch[0]["sem_seg"][3, 4] = 3
+    with pytest.raises(ValueError, match=r"\['sem_seg'\]\[3, 4\] = 3: .* 1 pixel\(s\) of this image"):
+        check_sem_seg_targets(batch, num_classes=3)

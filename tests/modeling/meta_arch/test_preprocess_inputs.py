@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.modeling.meta_arch.preprocess import PixelNormalizer, check_batched_inputs
+from workbench.modeling.meta_arch.preprocess import PixelNormalizer, check_batched_inputs, output_size
 
 
 def _img():
@@ -21,7 +21,9 @@ def test_non_finite_pixels_are_refused(value, where):
         check_batched_inputs([{"image": _img()}, {"image": img}], 3)
 
 
-@pytest.mark.parametrize("value", [0, -64, 64.5, "64", True])
+@pytest.mark.parametrize("value", [0, -64, 64.5, -64.0, 0.0, float("nan"), float("inf"), "64", True,
+                                   np.float32(64.5), np.bool_(True), torch.tensor(64.5),
+                                   torch.tensor(True), torch.tensor([64, 64]), None])
 def test_impossible_output_sizes_are_refused(value):
     with pytest.raises(ValueError, match=r"batched_inputs\[0\]\['height'\] must be a positive int"):
         check_batched_inputs([{"image": _img(), "height": value, "width": 10}], 3)
@@ -72,3 +74,46 @@ def test_float64_images_are_normalised_then_given_the_models_dtype():
     assert torch.equal(alone[0], ((img - m.pixel_mean.double()) / m.pixel_std.double()).float())
     m.double()  # a float64 model keeps float64 images as they are
     assert m.preprocess_image([{"image": img}]).tensor.dtype == torch.float64
+
+
+@pytest.mark.parametrize("height", [64, 64.0, np.int64(64), np.int32(64), np.float64(64.0), np.float32(64.0),
+                                    torch.tensor(64), torch.tensor([64]), torch.tensor(64.0)])
+def test_integral_output_sizes_of_any_type_are_plain_ints(height):
+    # COCO jsons may store "height": 480.0; load_coco_json keeps it and detectron2 takes it.
+    check_batched_inputs([{"image": _img(), "height": height, "width": 96.0}], 3)
+    size = output_size({"height": height, "width": 96.0}, (8, 10))
+    assert size == (64, 96) and all(type(v) is int for v in size)
+    assert output_size({}, (8, 10)) == (8, 10)
+
+
+@pytest.mark.parametrize("name", ["faster_rcnn_fpn", "semantic", "panoptic_fpn"])
+def test_models_give_integral_float_and_tensor_sizes_the_int_results(name):
+    from tests.modeling.test_model_e2e import make_inputs, tiny_cfg
+    from workbench.modeling import build_model
+
+    cfg = tiny_cfg(name)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    images = [{"image": x["image"]} for x in make_inputs(cfg)]
+
+    def run(height, width):
+        with torch.no_grad():
+            return model([{**x, "height": height, "width": width} for x in images])
+
+    want = run(64, 96)
+    for height, width in [(64.0, 96.0), (torch.tensor(64), np.int64(96)), (np.float64(64.0), torch.tensor(96))]:
+        got = run(height, width)
+        for w, g in zip(want, got):
+            assert w.keys() == g.keys()
+            if "instances" in w:
+                assert g["instances"].image_size == (64, 96)
+                assert all(type(v) is int for v in g["instances"].image_size)
+                assert torch.equal(w["instances"].pred_boxes.tensor, g["instances"].pred_boxes.tensor)
+                assert torch.equal(w["instances"].scores, g["instances"].scores)
+            if "sem_seg" in w:
+                assert g["sem_seg"].shape[-2:] == (64, 96)
+                assert torch.equal(w["sem_seg"], g["sem_seg"])
+            if "panoptic_seg" in w:
+                assert torch.equal(w["panoptic_seg"][0], g["panoptic_seg"][0])
+    with pytest.raises(ValueError, match=r"batched_inputs\[0\]\['height'\] must be a positive int .* got 64.5"):
+        run(64.5, 96)

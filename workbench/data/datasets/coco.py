@@ -50,8 +50,13 @@ def _read_coco_json(json_file: str, need_categories: bool) -> Dict[str, Any]:
     """Reads a COCO json and checks what :func:`load_coco_json` relies on.
 
     Legal, as in detectron2: no "annotations" (a test-set json), zero-area boxes, crowd
-    annotations, polygons of < 3 points (dropped by the loader; COCO has a few). "categories"
-    is needed when there are annotations or a dataset name.
+    annotations, polygons of < 3 points (dropped by the loader; COCO has a few), annotations
+    of an image_id not in "images" (left out here, with a warning: a subset json made by
+    filtering "images"). "categories" is needed with a dataset name (``need_categories``);
+    without one, unknown category ids are kept, with a warning.
+
+    Returns:
+        The json's dict; "annotations" without those of unknown images.
     """
     path = os.fspath(json_file)
     try:
@@ -70,9 +75,10 @@ def _read_coco_json(json_file: str, need_categories: bool) -> Dict[str, Any]:
     if not isinstance(anns, list):
         raise CocoJsonError(f"{where}: 'annotations' is a {type(anns).__name__}; expected a list "
                             "(or no 'annotations' key, for a test set).")
-    if "categories" not in dataset and (anns or need_categories):
+    if "categories" not in dataset and need_categories:
         raise CocoJsonError(f"{where} has no 'categories'; expected 'categories': [{{'id', 'name'}}, "
-                            "...] (needed to check and map the annotations' category_id).")
+                            "...] (a dataset name needs them for thing_classes and the category "
+                            "id mapping).")
     cats = dataset.get("categories", [])
     if not isinstance(cats, list):
         raise CocoJsonError(f"{where}: 'categories' is a {type(cats).__name__}; expected a list.")
@@ -92,19 +98,25 @@ def _read_coco_json(json_file: str, need_categories: bool) -> Dict[str, Any]:
             raise CocoJsonError(f"{where}: categories[{i}] = {cat!r}; expected {{'id', 'name'}}.")
         cat_ids.add(cat["id"])
 
+    kept, orphans, unknown_cats = [], [], []
     for i, ann in enumerate(anns):
         missing = [k for k in ("id", "image_id", "category_id") if not isinstance(ann, dict) or k not in ann]
         if missing:
             ident = f"id={ann['id']}" if isinstance(ann, dict) and "id" in ann else f"[{i}]"
             raise CocoJsonError(f"{where}: annotation {ident} lacks {missing}; expected 'id', "
                                 "'image_id', 'category_id' (and 'bbox').")
-        at = f"{where}, annotation id={ann['id']} of image id={ann['image_id']}"
         if ann["image_id"] not in image_hw:
-            raise CocoJsonError(f"{at}: image_id={ann['image_id']} is not the id of any entry "
-                                "of 'images'.")
-        if "categories" in dataset and ann["category_id"] not in cat_ids:
-            raise CocoJsonError(f"{at}: category_id={ann['category_id']} is not the id of any "
-                                f"entry of 'categories' (ids {sorted(cat_ids)[:20]}).")
+            # A subset json made by filtering only "images": detectron2 warns and leaves these
+            # annotations out (they match no image), so do we.
+            orphans.append(ann)
+            continue
+        kept.append(ann)
+        at = f"{where}, annotation id={ann['id']} of image id={ann['image_id']}"
+        if ann["category_id"] not in cat_ids:
+            if need_categories:  # detectron2 fails later with a bare KeyError of the id map
+                raise CocoJsonError(f"{at}: category_id={ann['category_id']} is not the id of any "
+                                    f"entry of 'categories' (ids {sorted(cat_ids)[:20]}).")
+            unknown_cats.append(ann)  # without a dataset name, ids are kept as they are
         problem = None
         if "bbox" in ann:
             problem = bbox_problem(ann["bbox"], xywh=True)
@@ -121,6 +133,20 @@ def _read_coco_json(json_file: str, need_categories: bool) -> Dict[str, Any]:
             problem = keypoints_problem(ann["keypoints"])
         if problem is not None:
             raise CocoJsonError(f"{at}: {problem}")
+    if orphans:
+        ids = sorted({a["image_id"] for a in orphans}, key=repr)
+        logger.warning(
+            "%s contains %d annotations, but only %d of them match to images in the file: "
+            "annotation ids %s%s (image ids %s%s, not in 'images') are left out.", path, len(anns),
+            len(kept), [a["id"] for a in orphans[:10]], " ..." if len(orphans) > 10 else "",
+            ids[:10], " ..." if len(ids) > 10 else "")
+        dataset = dict(dataset, annotations=kept)
+    if unknown_cats and "categories" in dataset:
+        ids = sorted({a["category_id"] for a in unknown_cats}, key=repr)
+        logger.warning(
+            "%s: %d annotations have a category_id that is not in 'categories' (ids %s%s, e.g. "
+            "annotation id=%s); without a dataset name they are kept as they are.", path,
+            len(unknown_cats), ids[:10], " ..." if len(ids) > 10 else "", unknown_cats[0]["id"])
     return dataset
 
 
@@ -142,13 +168,15 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
 
     Raises:
         CocoJsonError: The json breaks the COCO format: no "images" (or no "categories" while
-            it has annotations or ``dataset_name`` is given), an annotation whose image_id or
-            category_id is not in "images" / "categories", a bbox that is not 4 finite numbers
+            ``dataset_name`` is given), with ``dataset_name``, an annotation whose category_id
+            is not in "categories", a bbox that is not 4 finite numbers
             with width, height >= 0, a polygon of odd length, an RLE whose run lengths do not
             sum to H x W or whose size is not the image's, keypoints not ``[x, y, v] * K``.
             The message names the file, the annotation id and the image id. Legal as in
             detectron2: no "annotations" (test sets), zero-area boxes, crowd annotations;
-            polygons of < 3 points are dropped with a warning.
+            polygons of < 3 points are dropped with a warning, and so are annotations whose
+            image_id is not in "images" (a subset json); without ``dataset_name``, "categories"
+            may be missing and unknown category ids are kept (with a warning).
     """
     from pycocotools.coco import COCO
 

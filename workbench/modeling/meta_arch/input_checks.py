@@ -2,7 +2,8 @@
 
 Every training path gathers its targets through :func:`gather_gt_instances` (GeneralizedRCNN,
 ProposalNetwork, PanopticFPN, RetinaNet / FCOS through DenseDetector), or checks the padded
-semantic targets with :func:`check_sem_seg_targets` (SemanticSegmentor, PanopticFPN). Given
+semantic targets with :func:`check_sem_seg_targets` (SemanticSegmentor, PanopticFPN) before
+they are moved and padded. Given
 proposals (``PrecomputedProposals``) go through :func:`check_given_proposals`.
 
 What is refused, and what detectron2 would do instead:
@@ -88,12 +89,19 @@ def check_gt_instances(batched_inputs: List[Dict], key: str = "instances", *,
         where = f"batched_inputs[{i}]['{key}']"
         if key not in x:
             raise KeyError(f"batched_inputs[{i}] has no '{key}'; batched_inputs[0] has, and training "
-                           "needs it in every input dict (an empty Instances for an image without objects).")
+                           "needs it in every input dict (for an image without objects, an empty Instances: "
+                           "Instances((h, w), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, "
+                           "dtype=torch.int64)) or annotations_to_instances([], (h, w))).")
         inst = x[key]
         if not isinstance(inst, Instances):
             raise TypeError(f"{where} must be an Instances with 'gt_boxes' and 'gt_classes'; got {_what(inst)}.")
         if not inst.has("gt_boxes"):
-            raise KeyError(f"{where} has no 'gt_boxes' (its fields: {list(inst.get_fields())}).")
+            raise KeyError(
+                f"{where} has no 'gt_boxes' (its fields: {list(inst.get_fields())}). For an image "
+                "without objects pass an empty Instances with the fields, e.g. Instances((h, w), "
+                "gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64)) "
+                "or annotations_to_instances([], (h, w))."
+            )
         boxes = inst.gt_boxes
         if not isinstance(boxes, (Boxes, RotatedBoxes)):
             raise TypeError(f"{where}.gt_boxes must be Boxes (or RotatedBoxes); got {_what(boxes)}.")
@@ -201,34 +209,45 @@ def check_given_proposals(batched_inputs: List[Dict]) -> None:
         )
 
 
-def check_sem_seg_targets(batched_inputs: List[Dict], padded: Optional[Tensor] = None, *,
-                          num_classes: Optional[int] = None, ignore_value: int = 255) -> None:
-    """Check the "sem_seg" maps: call with the inputs for types and sizes, then again with the
-    padded (N, Hp, Wp) batch for the values (one vectorised pass, one ``.any()``)."""
-    if padded is None:
-        for i, x in enumerate(batched_inputs):
-            t = x["sem_seg"]
-            where = f"batched_inputs[{i}]['sem_seg']"
-            if not isinstance(t, Tensor) or t.dim() != 2:
-                raise ValueError(f"{where} must be an (H, W) tensor of class ids, got {_what(t)}.")
-            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-                raise TypeError(f"{where} must hold integer class ids (e.g. torch.long); got {t.dtype}.")
-            image = x["image"]
-            if tuple(t.shape) != tuple(image.shape[-2:]):
-                raise ValueError(
-                    f"{where} has size {tuple(t.shape)}, but batched_inputs[{i}]['image'] is "
-                    f"{tuple(image.shape[-2:])} (H, W); the target must have the image's size."
-                )
+def check_sem_seg_targets(batched_inputs: List[Dict], *, num_classes: Optional[int] = None,
+                          ignore_value: int = 255) -> None:
+    """Check the inputs' "sem_seg" maps where they are, before they are moved or padded: (H, W)
+    integer tensors of the image's size and, with ``num_classes``, values in [0, num_classes) or
+    ``ignore_value`` (one vectorised pass per map, one ``.any()`` for the batch). Padding holds
+    ``ignore_value``, so checking the unpadded maps checks the padded batch."""
+    flags: List[Tensor] = []
+    for i, x in enumerate(batched_inputs):
+        t = x["sem_seg"]
+        where = f"batched_inputs[{i}]['sem_seg']"
+        if not isinstance(t, Tensor) or t.dim() != 2:
+            raise ValueError(f"{where} must be an (H, W) tensor of class ids, got {_what(t)}.")
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"{where} must hold integer class ids (e.g. torch.long); got {t.dtype}.")
+        image = x["image"]
+        if tuple(t.shape) != tuple(image.shape[-2:]):
+            raise ValueError(
+                f"{where} has size {tuple(t.shape)}, but batched_inputs[{i}]['image'] is "
+                f"{tuple(image.shape[-2:])} (H, W); the target must have the image's size."
+            )
+        if num_classes is not None:
+            flags.append(_bad_sem_seg(t, num_classes, ignore_value).any())
+    if not flags or not _any(flags):
         return
-    if num_classes is None:
-        return
-    bad = (padded < 0) | (padded >= num_classes)  # (N, Hp, Wp); padding holds ignore_value
-    bad &= padded != ignore_value
-    if not bool(bad.any()):
-        return
-    i, y, x = (int(v) for v in bad.nonzero()[0])
-    raise ValueError(
-        f"batched_inputs[{i}]['sem_seg'][{y}, {x}] = {int(padded[i, y, x])}: class ids must be in "
-        f"[0, {num_classes}) or the ignore value {ignore_value} (MODEL.SEM_SEG_HEAD.IGNORE_VALUE); "
-        f"{int(bad[i].sum())} pixel(s) of this image are outside."
-    )
+    for i, x in enumerate(batched_inputs):
+        bad = _bad_sem_seg(x["sem_seg"], num_classes, ignore_value)
+        hits = bad.nonzero()
+        if len(hits):
+            y, x_ = (int(v) for v in hits[0])
+            raise ValueError(
+                f"batched_inputs[{i}]['sem_seg'][{y}, {x_}] = {int(x['sem_seg'][y, x_])}: class ids "
+                f"must be in [0, {num_classes}) or the ignore value {ignore_value} "
+                f"(MODEL.SEM_SEG_HEAD.IGNORE_VALUE); {len(hits)} pixel(s) of this image are outside."
+            )
+    raise AssertionError("check_sem_seg_targets: a value check failed but no culprit was found.")
+
+
+def _bad_sem_seg(t: Tensor, num_classes: int, ignore_value: int) -> Tensor:
+    """(H, W) True where a class id is outside [0, num_classes) and not ``ignore_value``."""
+    if t.dtype != torch.int64:  # compared in int64: int8 >= 200 would wrap around
+        t = t.long()
+    return ((t < 0) | (t >= num_classes)) & (t != ignore_value)

@@ -29,7 +29,7 @@ from ..recording import run_stage
 from .build import META_ARCH_REGISTRY
 from .input_checks import gather_gt_instances, roi_heads_expectations
 from .postprocessing import detector_postprocess, sem_seg_postprocess
-from .preprocess import postprocess_per_image
+from .preprocess import output_size, postprocess_per_image
 from .rcnn import GeneralizedRCNN
 from .semantic_seg import _pad_sem_seg_targets, build_sem_seg_head
 from workbench.utils.events import get_event_storage
@@ -179,11 +179,10 @@ class PanopticFPN(GeneralizedRCNN):
         processed_results = []
         if sem_seg_results is None:  # a trace of the detections only skipped the semantic head
             return postprocess_per_image(detector_results, batched_inputs, images.image_sizes)
-        for sem_seg_result, detector_result, input_per_image, image_size in zip(
+        for i, (sem_seg_result, detector_result, input_per_image, image_size) in enumerate(zip(
             sem_seg_results, detector_results, batched_inputs, images.image_sizes
-        ):
-            height = input_per_image.get("height", image_size[0])
-            width = input_per_image.get("width", image_size[1])
+        )):
+            height, width = output_size(input_per_image, image_size, i)
             sem_seg_r = sem_seg_postprocess(sem_seg_result, image_size, height, width)
             detector_r = detector_postprocess(detector_result, height, width)
             panoptic_r = combine_semantic_and_instance_outputs(

@@ -18,7 +18,7 @@ from workbench.structures import ImageList, Instances
 
 from .postprocessing import detector_postprocess
 
-__all__ = ["PixelNormalizer", "check_batched_inputs", "postprocess_per_image"]
+__all__ = ["PixelNormalizer", "check_batched_inputs", "output_size", "postprocess_per_image"]
 
 
 def _check_image(img, i: int, input_channels: int) -> None:
@@ -74,14 +74,40 @@ def check_batched_inputs(batched_inputs: List[Dict], input_channels: int) -> Non
             )
         for key in ("height", "width"):
             if key in x:
-                v = x[key]
-                if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_floating_point():
-                    v = int(v)
-                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-                    raise ValueError(
-                        f"batched_inputs[{i}]['{key}'] must be a positive int (the output size in "
-                        f"pixels); got {x[key]!r}."
-                    )
+                _size_value(x[key], i, key)
+
+
+def _size_value(v, i: int, key: str) -> int:
+    """The int an input's "height" / "width" stands for, or a ValueError naming it.
+
+    Accepted, as detectron2 does: a positive int (Python or numpy), an integral float such as
+    480.0 (COCO jsons may store sizes as floats) and a one-element tensor holding either.
+    """
+    value = v
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool \
+            and not value.is_complex():
+        value = value.item()
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(
+            f"batched_inputs[{i}]['{key}'] must be a positive int (the output size in pixels); "
+            f"got {v!r}."
+        )
+    return int(value)
+
+
+def output_size(input_per_image: Dict, image_size: Tuple[int, int], i: int = 0) -> Tuple[int, int]:
+    """The (height, width) to rescale an image's results to: its "height" / "width" as ints
+    (see :func:`_size_value`), else ``image_size``. While tracing, tensor sizes are kept as they
+    are so that the trace records them."""
+    size = []
+    for key, default in (("height", image_size[0]), ("width", image_size[1])):
+        v = input_per_image.get(key, default)
+        if key in input_per_image and not (isinstance(v, torch.Tensor) and torch.jit.is_tracing()):
+            v = _size_value(v, i, key)
+        size.append(v)
+    return size[0], size[1]
 
 
 class PixelNormalizer:
@@ -136,8 +162,8 @@ def postprocess_per_image(results: List[Instances], batched_inputs: List[Dict],
                           image_sizes: List[Tuple[int, int]], key: str = "instances") -> List[Dict]:
     """``[{key: results rescaled to input i's "height"/"width" (default: its input size)}]``."""
     processed = []
-    for results_per_image, input_per_image, image_size in zip(results, batched_inputs, image_sizes):
-        height = input_per_image.get("height", image_size[0])
-        width = input_per_image.get("width", image_size[1])
+    for i, (results_per_image, input_per_image, image_size) in enumerate(
+            zip(results, batched_inputs, image_sizes)):
+        height, width = output_size(input_per_image, image_size, i)
         processed.append({key: detector_postprocess(results_per_image, height, width)})
     return processed

@@ -31,7 +31,7 @@ from ..recording import run_stage
 from .build import META_ARCH_REGISTRY
 from .input_checks import check_sem_seg_targets
 from .postprocessing import sem_seg_postprocess
-from .preprocess import PixelNormalizer
+from .preprocess import PixelNormalizer, output_size
 
 __all__ = ["SemanticSegmentor", "SEM_SEG_HEADS_REGISTRY", "SemSegFPNHead", "build_sem_seg_head"]
 
@@ -56,12 +56,14 @@ def _pad_sem_seg_targets(batched_inputs: List[Dict], like: Tensor, backbone: Bac
                          ignore_value: int, num_classes: Optional[int] = None) -> Tensor:
     """Stack the inputs' "sem_seg" maps into (N, Hp, Wp), padding with ``ignore_value``.
 
-    The maps are checked (:func:`check_sem_seg_targets`: the image's size, integer class ids in
-    [0, ``num_classes``) or ``ignore_value``). Integer dtypes other than uint8 / int64 are made
-    int64 before padding (an int8 map could not hold the padding value 255); uint8 and int64 maps
-    are used as they are (the loss reads them as int64).
+    The maps are checked first, on the tensors as given (:func:`check_sem_seg_targets`: the
+    image's size, integer class ids in [0, ``num_classes``) or ``ignore_value``), so that inputs
+    from a data loader are checked on the CPU without waiting for the GPU; the padding holds
+    ``ignore_value``, so the padded batch needs no further check. Integer dtypes other than
+    uint8 / int64 are made int64 before padding (an int8 map could not hold the padding value
+    255); uint8 and int64 maps are used as they are (the loss reads them as int64).
     """
-    check_sem_seg_targets(batched_inputs)
+    check_sem_seg_targets(batched_inputs, num_classes=num_classes, ignore_value=ignore_value)
     targets = []
     for x in batched_inputs:
         t = x["sem_seg"]
@@ -71,7 +73,6 @@ def _pad_sem_seg_targets(batched_inputs: List[Dict], like: Tensor, backbone: Bac
     padded = ImageList.from_tensors(
         targets, backbone.size_divisibility, ignore_value, backbone.padding_constraints
     ).tensor
-    check_sem_seg_targets(batched_inputs, padded, num_classes=num_classes, ignore_value=ignore_value)
     return padded
 
 
@@ -128,9 +129,9 @@ class SemanticSegmentor(PixelNormalizer, nn.Module):
         results = run_stage("sem_seg_head", lambda: self.sem_seg_head(features, targets)[0], owner=self)
 
         processed_results = []
-        for result, input_per_image, image_size in zip(results, batched_inputs, images.image_sizes):
-            height = input_per_image.get("height", image_size[0])
-            width = input_per_image.get("width", image_size[1])
+        for i, (result, input_per_image, image_size) in enumerate(
+                zip(results, batched_inputs, images.image_sizes)):
+            height, width = output_size(input_per_image, image_size, i)
             processed_results.append({"sem_seg": sem_seg_postprocess(result, image_size, height, width)})
         return processed_results
 
