@@ -27,11 +27,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from workbench.layers import batched_nms
 from workbench.structures import Boxes, ImageList, Instances
 from workbench.utils.events import get_event_storage
 
 from ..backbone import Backbone
-from ..recording import SelectionSettings, put_record, run_stage
+from ..recording import SelectionSettings, active_recorder, put_record, run_stage
 from .input_checks import gather_gt_instances
 from .postprocessing import detector_postprocess
 from .preprocess import PixelNormalizer, postprocess_per_image
@@ -312,6 +313,41 @@ class DenseDetector(PixelNormalizer, nn.Module):
             owner=self,
             attrs={"score_thresh": "test_score_thresh", "nms_thresh": "test_nms_thresh",
                    "topk": "max_detections_per_image", "topk_candidates": "test_topk_candidates"})
+
+    def inference_single_image(self, anchors: List[Boxes], box_cls: List[Tensor],
+                               box_delta: List[Tensor], image_size: Tuple[int, int]) -> Instances:
+        """Detections of one image: per-level filtering and decoding, then class-wise NMS, with
+        the test settings of :meth:`_test_settings` (RetinaNet and FCOS both select this way).
+
+        Args:
+            anchors: L levels of anchors (FCOS: points).
+            box_cls: L tensors (Hi*Wi*A, K) of the scores to rank (RetinaNet: class
+                probabilities; FCOS: sqrt(p_cls * p_ctr)).
+            box_delta: L tensors (Hi*Wi*A, 4).
+            image_size: (height, width) of the resized input image.
+        """
+        rec = active_recorder(self)
+        mark = rec.mark() if rec is not None else 0
+        pred = self._decode_multi_level_predictions(
+            anchors, box_cls, box_delta, self.test_score_thresh, self.test_topk_candidates, image_size
+        )
+        keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
+        det = keep[: self.max_detections_per_image]
+        if rec is not None:
+            self._put_selection(rec, mark, len(anchors), pred, keep, det)
+        return pred[det]
+
+    def _put_dense_record(self, rec, mark: int, anchors: List[Boxes], logits: List[Tensor],
+                          deltas: List[Tensor], results: List[Instances],
+                          scores_of: Callable[[Tensor], Tensor], **more: Any) -> None:
+        """Put the :class:`DenseRecord` of one batch into ``rec`` (a stage recorder), with the
+        "dense_selection" records put since ``mark``; ``more``: DenseRecord's optional fields."""
+        selections = rec.since(mark, "dense_selection")
+        rec.put("dense", DenseRecord(
+            in_features=list(self.head_in_features), anchors=anchors, logits=logits,
+            deltas=deltas, head_features=rec.last("dense_head_features"),
+            selections=selections if len(selections) == len(results) else None,
+            instances=results, settings=self._test_settings(), scores_of=scores_of, **more))
 
     def _put_selection(self, rec, mark: int, num_levels: int, pred: Instances, keep: Tensor,
                        det: Tensor) -> None:

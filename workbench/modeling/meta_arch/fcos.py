@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from workbench.layers import ShapeSpec, batched_nms, sigmoid_focal_loss
+from workbench.layers import ShapeSpec, sigmoid_focal_loss
 from workbench.structures import Boxes, ImageList, Instances, pairwise_point_box_distance
 from workbench.utils.events import get_event_storage
 
@@ -45,7 +45,7 @@ from ..anchor_generator import DefaultAnchorGenerator
 from ..backbone import Backbone
 from ..box_regression import Box2BoxTransformLinear, _dense_box_regression_loss
 from ..recording import active_recorder, put_record
-from .dense_detector import DenseDetector, DenseRecord
+from .dense_detector import DenseDetector
 from .retinanet import RetinaNetHead
 
 __all__ = ["FCOS", "FCOSHead"]
@@ -330,37 +330,10 @@ class FCOS(DenseDetector):
             results.append(self.inference_single_image(anchors, scores_per_image, deltas_per_image,
                                                        image_size))
         if rec is not None:
-            selections = rec.since(mark, "dense_selection")
-            rec.put("dense", DenseRecord(
-                in_features=list(self.head_in_features), anchors=anchors, logits=pred_logits,
-                deltas=pred_anchor_deltas, head_features=rec.last("dense_head_features"),
-                selections=selections if len(selections) == len(results) else None,
-                instances=results, settings=self._test_settings(), scores_of=_fcos_scores_of,
-                scores=scores, extra={"centerness": pred_centerness}))
+            self._put_dense_record(rec, mark, anchors, pred_logits, pred_anchor_deltas, results,
+                                   scores_of=_fcos_scores_of, scores=scores,
+                                   extra={"centerness": pred_centerness})
         return results
-
-    def inference_single_image(self, anchors: List[Boxes], box_cls: List[Tensor],
-                               box_delta: List[Tensor], image_size: Tuple[int, int]) -> Instances:
-        """Detections of one image: per-level filtering and decoding, then class-wise NMS.
-
-        The same steps as :meth:`RetinaNet.inference_single_image`.
-
-        Args:
-            anchors: L levels of points.
-            box_cls: L tensors (Hi*Wi, K) of scores sqrt(p_cls * p_ctr).
-            box_delta: L tensors (Hi*Wi, 4) of distances (in strides).
-            image_size: (height, width) of the resized input image.
-        """
-        rec = active_recorder(self)
-        mark = rec.mark() if rec is not None else 0
-        pred = self._decode_multi_level_predictions(
-            anchors, box_cls, box_delta, self.test_score_thresh, self.test_topk_candidates, image_size
-        )
-        keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
-        det = keep[: self.max_detections_per_image]
-        if rec is not None:
-            self._put_selection(rec, mark, len(anchors), pred, keep, det)
-        return pred[det]
 
 
 class FCOSHead(RetinaNetHead):

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from workbench.config import configurable
-from workbench.layers import ShapeSpec, batched_nms, cat, get_norm, sigmoid_focal_loss
+from workbench.layers import ShapeSpec, cat, get_norm, sigmoid_focal_loss
 from workbench.layers.cycle_batch_norm import CycleBatchNormList
 from workbench.structures import Boxes, ImageList, Instances, pairwise_iou
 from workbench.utils.events import get_event_storage
@@ -39,7 +39,7 @@ from ..box_regression import Box2BoxTransform, _dense_box_regression_loss
 from ..matcher import Matcher
 from .build import META_ARCH_REGISTRY
 from ..recording import active_recorder, put_record
-from .dense_detector import DenseDetector, DenseRecord
+from .dense_detector import DenseDetector
 
 __all__ = ["RetinaNet", "RetinaNetHead"]
 
@@ -272,35 +272,9 @@ class RetinaNet(DenseDetector):
             results.append(self.inference_single_image(anchors, scores_per_image, deltas_per_image,
                                                        image_size))
         if rec is not None:
-            selections = rec.since(mark, "dense_selection")
-            tower = rec.last("dense_head_features")
-            rec.put("dense", DenseRecord(
-                in_features=list(self.head_in_features), anchors=anchors, logits=pred_logits,
-                deltas=pred_anchor_deltas, head_features=tower,
-                selections=selections if len(selections) == len(results) else None,
-                instances=results, settings=self._test_settings(), scores_of=torch.sigmoid))
+            self._put_dense_record(rec, mark, anchors, pred_logits, pred_anchor_deltas, results,
+                                   scores_of=torch.sigmoid)
         return results
-
-    def inference_single_image(self, anchors: List[Boxes], box_cls: List[Tensor],
-                               box_delta: List[Tensor], image_size: Tuple[int, int]) -> Instances:
-        """Detections of one image: per-level filtering and decoding, then class-wise NMS.
-
-        Args:
-            anchors: L levels of anchors.
-            box_cls: L tensors (Hi*Wi*A, K) of probabilities.
-            box_delta: L tensors (Hi*Wi*A, 4).
-            image_size: (height, width) of the resized input image.
-        """
-        rec = active_recorder(self)
-        mark = rec.mark() if rec is not None else 0
-        pred = self._decode_multi_level_predictions(
-            anchors, box_cls, box_delta, self.test_score_thresh, self.test_topk_candidates, image_size
-        )
-        keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
-        det = keep[: self.max_detections_per_image]
-        if rec is not None:
-            self._put_selection(rec, mark, len(anchors), pred, keep, det)
-        return pred[det]
 
 
 class RetinaNetHead(nn.Module):

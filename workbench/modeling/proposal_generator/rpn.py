@@ -180,6 +180,9 @@ class RPN(nn.Module):
 
     # The selection of the proposals (top-k, NMS within each level, top-k) for this RPN's box kind.
     find_top_proposals = staticmethod(find_top_rpn_proposals)
+    # IoU of ground truth (M boxes) with anchors (R boxes) -> (M, R), for this RPN's box kind
+    # (RRPN: rotated IoU, which also refuses ground truth that is not RotatedBoxes).
+    box_iou = staticmethod(pairwise_iou)
 
     @configurable
     def __init__(
@@ -310,7 +313,7 @@ class RPN(nn.Module):
             matched_gt_boxes: N tensors of shape (R, 4), the ground truth matched to each
                 anchor; meaningless where the label is not 1 (zeros when there is no gt).
         """
-        anchors = Boxes.cat(anchors)  # L x (Hi*Wi*A, 4) -> (R, 4)
+        anchors = type(anchors[0]).cat(anchors)  # L x (Hi*Wi*A, B) -> (R, B)
 
         gt_boxes = [x.gt_boxes for x in gt_instances]
         image_sizes = [x.image_size for x in gt_instances]
@@ -321,7 +324,7 @@ class RPN(nn.Module):
         for image_size_i, gt_boxes_i in zip(image_sizes, gt_boxes):
             # detectron2 wraps the next two calls in retry_if_cuda_oom (retry on CPU after a
             # CUDA out-of-memory error); workbench calls them directly.
-            match_quality_matrix = pairwise_iou(gt_boxes_i, anchors)  # (M, R)
+            match_quality_matrix = type(self).box_iou(gt_boxes_i, anchors)  # (M, R)
             matched_idxs, gt_labels_i = self.anchor_matcher(match_quality_matrix)  # (R,), (R,)
             gt_labels_i = gt_labels_i.to(device=gt_boxes_i.device)
             del match_quality_matrix
@@ -338,7 +341,7 @@ class RPN(nn.Module):
                 # Every anchor is background: the boxes are never used.
                 matched_gt_boxes_i = torch.zeros_like(anchors.tensor)
             else:
-                matched_gt_boxes_i = gt_boxes_i[matched_idxs].tensor  # (R, 4)
+                matched_gt_boxes_i = gt_boxes_i[matched_idxs].tensor  # (R, B)
 
             gt_labels.append(gt_labels_i)
             matched_gt_boxes.append(matched_gt_boxes_i)

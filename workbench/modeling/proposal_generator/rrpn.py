@@ -102,6 +102,7 @@ class RRPN(RPN):
     """
 
     find_top_proposals = staticmethod(find_top_rrpn_proposals)
+    box_iou = staticmethod(pairwise_iou_rotated)  # refuses gt_boxes that are not RotatedBoxes
 
     @configurable
     def __init__(self, **kwargs) -> None:
@@ -130,37 +131,4 @@ class RRPN(RPN):
                              f"MODEL.ANCHOR_GENERATOR.NAME={cfg.MODEL.ANCHOR_GENERATOR.NAME!r} "
                              f"gives box_dim {box_dim}; use 'RotatedAnchorGenerator'.")
         return ret
-
-    @torch.no_grad()
-    def label_and_sample_anchors(
-        self, anchors: List[RotatedBoxes], gt_instances: List[Instances]
-    ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """Objectness targets and matched ground truth of every anchor, by rotated IoU.
-
-        Args:
-            anchors: L ``RotatedBoxes`` of Hi*Wi*A anchors each.
-            gt_instances: N ``Instances`` with ``gt_boxes`` (``RotatedBoxes``).
-
-        Returns:
-            gt_labels: N tensors (R,), -1 / 0 / 1 after subsampling.
-            matched_gt_boxes: N tensors (R, 5), the ground truth matched to each anchor
-                (meaningless where the label is not 1; zeros when there is no gt).
-        """
-        anchors = RotatedBoxes.cat(anchors)  # L x (Hi*Wi*A, 5) -> (R, 5)
-        gt_labels, matched_gt_boxes = [], []
-        for gt in gt_instances:
-            gt_boxes_i = gt.gt_boxes
-            if not isinstance(gt_boxes_i, RotatedBoxes):
-                raise TypeError(f"RRPN needs gt_boxes as RotatedBoxes, got "
-                                f"{type(gt_boxes_i).__name__}.")
-            match_quality_matrix = pairwise_iou_rotated(gt_boxes_i, anchors)  # (M, R)
-            matched_idxs, gt_labels_i = self.anchor_matcher(match_quality_matrix)  # (R,), (R,)
-            gt_labels_i = self._subsample_labels(gt_labels_i.to(device=gt_boxes_i.device))
-            if len(gt_boxes_i) == 0:
-                matched_gt_boxes_i = torch.zeros_like(anchors.tensor)  # never used: all background
-            else:
-                matched_gt_boxes_i = gt_boxes_i[matched_idxs].tensor  # (R, 5)
-            gt_labels.append(gt_labels_i)
-            matched_gt_boxes.append(matched_gt_boxes_i)
-        return gt_labels, matched_gt_boxes
 
