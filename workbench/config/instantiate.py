@@ -29,43 +29,14 @@ from __future__ import annotations
 import collections.abc as abc
 import dataclasses
 import functools
-import importlib.util
 from typing import Any
 
-from workbench.utils.registry import locate
+from workbench.utils.registry import locate, map_module_name
 
 __all__ = ["instantiate", "locate_target", "map_module_name", "partial_of"]
 
-# Module prefixes of names that detectron2 configs use and workbench provides elsewhere:
-# (prefix as written, replacement, only when this top-level module is not installed).
-_FALLBACK_PREFIXES = (
-    ("fvcore.common.param_scheduler", "workbench.solver.lr_scheduler", "fvcore"),
-)
-
-
-def map_module_name(name: str) -> str:
-    """The workbench module (or dotted object path) that a detectron2-era name stands for.
-
-    ``detectron2`` / ``detectron2.X`` -> ``workbench`` / ``workbench.X``;
-    ``fvcore.common.param_scheduler[.X]`` -> ``workbench.solver.lr_scheduler[.X]`` when fvcore
-    is not installed. Any other name is returned unchanged.
-    """
-    if name == "detectron2" or name.startswith("detectron2."):
-        return "workbench" + name[len("detectron2"):]
-    for prefix, replacement, package in _FALLBACK_PREFIXES:
-        if name == prefix or name.startswith(prefix + "."):
-            if importlib.util.find_spec(package) is None:
-                return replacement + name[len(prefix):]
-    return name
-
-
-def locate_target(name: str) -> Any:
-    """:func:`~workbench.utils.registry.locate` with detectron2-era names mapped first.
-
-    Raises:
-        ImportError: Nothing of that name exists; the message names the string.
-    """
-    return locate(map_module_name(name))
+# ``locate`` reads detectron2-era names (``map_module_name``); kept under this name too.
+locate_target = locate
 
 
 def partial_of(func: Any, args: Any = (), **keywords: Any) -> functools.partial:

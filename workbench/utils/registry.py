@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import difflib
 import importlib
+import importlib.util
 import inspect
 from typing import Any, Dict, Iterator, Optional, Tuple
 
@@ -109,22 +110,44 @@ def _import_or_none(module_name: str) -> Any:
         raise
 
 
+# Module prefixes of names that detectron2 configs use and workbench provides elsewhere:
+# (prefix as written, replacement, only when this top-level module is not installed).
+_FALLBACK_PREFIXES = (
+    ("fvcore.common.param_scheduler", "workbench.solver.lr_scheduler", "fvcore"),
+)
+
+
+def map_module_name(name: str) -> str:
+    """The workbench module (or dotted object path) that a detectron2-era name stands for.
+
+    ``detectron2`` / ``detectron2.X`` -> ``workbench`` / ``workbench.X``;
+    ``fvcore.common.param_scheduler[.X]`` -> ``workbench.solver.lr_scheduler[.X]`` when fvcore
+    is not installed. Any other name is returned unchanged.
+    """
+    if name == "detectron2" or name.startswith("detectron2."):
+        return "workbench" + name[len("detectron2"):]
+    for prefix, replacement, package in _FALLBACK_PREFIXES:
+        if name == prefix or name.startswith(prefix + "."):
+            if importlib.util.find_spec(package) is None:
+                return replacement + name[len(prefix):]
+    return name
+
+
 def locate(name: str) -> Any:
     """Return the object a dotted path names, e.g. ``"torch.optim.SGD"``.
 
     The path is ``{module}.{qualname}``: the longest importable module prefix is imported and the
     rest is followed as attributes, so nested names such as ``"pkg.mod.Class.method"`` work. A
-    leading ``detectron2.`` is read as ``workbench.`` (module paths mirror detectron2's), and a
-    single name such as ``"int"`` is looked up in builtins.
+    detectron2-era name is read through :func:`map_module_name` (``detectron2.X`` as
+    ``workbench.X``: module paths mirror detectron2's), and a single name such as ``"int"`` is
+    looked up in builtins.
 
     Raises:
         ImportError: when no object of that name can be found; the message names the string.
     """
     if not isinstance(name, str) or not name or any(not p for p in name.split(".")):
         raise ImportError(f"Cannot locate {name!r}: expected a dotted path such as 'module.Class'.")
-    parts = name.split(".")
-    if parts[0] == "detectron2":
-        parts[0] = "workbench"
+    parts = map_module_name(name).split(".")
 
     obj = _import_or_none(parts[0])
     if obj is None:
