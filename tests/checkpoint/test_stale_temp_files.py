@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from workbench.checkpoint import DetectionCheckpointer
-from workbench.checkpoint import atomic_files
-from workbench.checkpoint.atomic_files import _host_tag, is_temp_file, remove_stale_temp_files
+from workbench.utils import atomic_files
+from workbench.utils.atomic_files import _host_tag, is_temp_file, remove_stale_temp_files
 
 
 def dead_pid() -> int:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from workbench.checkpoint import DetectionCheckpointer
-from workbench.checkpoint.atomic_files import _TEMP_RE, DEAD_WRITER_AGE_S, is_temp_file
+from workbench.utils.atomic_files import _TEMP_RE, DEAD_WRITER_AGE_S, is_temp_file
 
 KILLS = 10
 

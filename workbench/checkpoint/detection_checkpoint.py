@@ -43,7 +43,8 @@ from workbench.utils.file_io import (
 )
 
 from . import catalog
-from .atomic_files import _atomic_write, is_temp_file, remove_stale_temp_files  # noqa: F401
+from workbench.utils.atomic_files import atomic_write as _atomic_write  # noqa: F401
+from workbench.utils.atomic_files import is_temp_file, remove_stale_temp_files
 from .c2_model_loading import align_and_update_state_dicts
 from .key_messages import get_missing_parameters_message, get_unexpected_parameters_message
 # Reading a file without running code from it lives in .safe_load; its names (and the
@@ -145,7 +146,7 @@ class Checkpointer:
         The file holds ``{"model": model.state_dict(), <checkpointable>: its state_dict(),
         **kwargs}``. It is written to a temporary file in ``save_dir`` and renamed, so an
         interrupted save never leaves a partial ``name.pth``. Temporary files that killed
-        saves left in ``save_dir`` are deleted first (see :mod:`.atomic_files`; those of saves
+        saves left in ``save_dir`` are deleted first (see :mod:`workbench.utils.atomic_files`; those of saves
         still running are kept).
 
         Args:

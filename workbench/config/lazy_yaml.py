@@ -27,12 +27,12 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import tempfile
 from typing import Any, Dict, List, Optional
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from workbench.utils.atomic_files import atomic_write as write_atomically
 from workbench.utils.registry import _convert_target_to_string, locate
 
 __all__: List[str] = []
@@ -188,7 +188,7 @@ def dump(data: Any) -> str:
 
 def atomic_write(filename: str, text: str) -> None:
     """Write ``text`` to ``filename`` so that readers see the old file or the new one, never a
-    half-written one: write a temporary file in the same folder, then ``os.replace``.
+    half-written one (:func:`workbench.utils.atomic_files.atomic_write`).
 
     Raises:
         FileNotFoundError: The folder of ``filename`` does not exist (the message names it).
@@ -198,18 +198,7 @@ def atomic_write(filename: str, text: str) -> None:
         raise FileNotFoundError(
             f"Cannot save the config to {filename}: the folder {folder} does not exist."
         )
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(filename)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a config is an ordinary readable file
-        os.replace(tmp, filename)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(filename, lambda f: f.write(text.encode("utf-8")), binary=True)
 
 
 # ---------------------------------------------------------------------------------- loading

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from workbench.data import MetadataCatalog
 from workbench.utils import comm
+from workbench.utils.atomic_files import atomic_write
 from workbench.utils.file_io import PathManager
 from workbench.utils.logger import create_small_table
 
@@ -130,10 +131,7 @@ class LVISEvaluator(DatasetEvaluator):
         if self._output_dir:
             PathManager.mkdirs(self._output_dir)
             path = os.path.join(self._output_dir, "lvis_instances_results.json")
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(results, f)
-            os.replace(tmp, path)
+            atomic_write(path, lambda f: json.dump(results, f), binary=False)
         if not self._do_evaluation:
             self._logger.info("Annotations are not available for evaluation.")
             return

@@ -1,6 +1,6 @@
 """Writing files atomically, and cleaning up after writers that were killed.
 
-:func:`_atomic_write` writes ``path`` through a temporary file beside it, then renames it, so
+:func:`atomic_write` writes ``path`` through a temporary file beside it, then renames it, so
 that a reader never sees half a file. A writer killed mid-write (``kill -9``, out of memory,
 power loss) leaves its temporary file behind; :func:`remove_stale_temp_files` deletes those,
 and only those, without touching the temporary file of a write still in progress.
@@ -29,7 +29,8 @@ import uuid
 import zlib
 from typing import Callable, List, Optional
 
-__all__ = ["DEAD_WRITER_AGE_S", "STALE_TEMP_AGE_S", "is_temp_file", "remove_stale_temp_files"]
+__all__ = ["DEAD_WRITER_AGE_S", "STALE_TEMP_AGE_S", "atomic_write", "is_temp_file",
+           "remove_stale_temp_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +59,11 @@ def _temp_path(path: str) -> str:
 
 
 def is_temp_file(filename: str) -> bool:
-    """Whether ``filename``'s base name is that of an :func:`_atomic_write` temporary file."""
+    """Whether ``filename``'s base name is that of an :func:`atomic_write` temporary file."""
     return _TEMP_RE.match(os.path.basename(filename)) is not None
 
 
-def _atomic_write(path: str, write, *, binary: bool) -> None:
+def atomic_write(path: str, write, *, binary: bool) -> None:
     """Calls ``write(file)`` on a temporary file beside ``path``, then renames it to ``path``.
 
     The temporary file is created with ``open(..., "x")`` (not ``mkstemp``) so that the result
@@ -136,7 +137,7 @@ def remove_stale_temp_files(folder: str, owns: Callable[[str], bool]) -> List[st
     for which ``owns(target_basename)`` is true; returns their paths.
 
     Temporary files of writes that may still be running are kept; so is anything that is not
-    named like an :func:`_atomic_write` temporary file.
+    named like an :func:`atomic_write` temporary file.
     """
     try:
         names = os.listdir(folder)
