@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from golden_outputs import check_golden, fill_deterministically  # same folder
 from workbench.layers import FrozenBatchNorm2d
 from workbench.modeling.backbone import FPN, Backbone, LastLevelMaxPool, RegNet
 from workbench.modeling.backbone.regnet import (
@@ -249,39 +250,13 @@ def test_errors_name_the_argument():
         tiny()(torch.randn(3, 32, 32))
 
 
-def _fill_deterministically(model, seed=0):
-    """Overwrite every float tensor of the state dict from a seeded generator (sorted by key).
-
-    Golden numbers then depend on the math and the key names only, not on init order.
-    """
-    g = torch.Generator().manual_seed(seed)
-    sd = model.state_dict()
-    for name in sorted(sd):
-        t = sd[name]
-        if t.is_floating_point():
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=g) * 0.2)
-    return model
-
-
-def _check_golden(out, golden):
-    got = {k: (round(v.double().sum().item(), 4), round(v.double().abs().mean().item(), 6))
-           for k, v in out.items()}
-    msg = f"outputs changed; new values: {got}"
-    assert list(got) == list(golden), msg
-    for k, (s, a) in golden.items():
-        assert abs(got[k][0] - s) < 1e-2 and abs(got[k][1] - a) < 1e-5 * max(1, a), msg
-
-
 def test_golden_outputs_computed_with_detectron2():
     # Golden values: detectron2's regnet.py given the same state dict and input,
     # {name: (sum, mean |x|)}. Regenerate from the failure message if the math changes on purpose.
-    model = _fill_deterministically(tiny(se_ratio=0.25, norm="FrozenBN")).eval()
+    model = fill_deterministically(tiny(se_ratio=0.25, norm="FrozenBN")).eval()
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = model(x)
-    _check_golden(out, {"stem": (1458.4414, 0.178032), "s1": (322.6405, 0.157539),
+    check_golden(out, {"stem": (1458.4414, 0.178032), "s1": (322.6405, 0.157539),
                         "s2": (111.4346, 0.108823), "s3": (97.8562, 0.191125),
                         "s4": (33.2429, 0.129855)})

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from golden_outputs import check_golden, fill_deterministically  # same folder
 from workbench.modeling.backbone import FPN, Backbone, LastLevelMaxPool, SwinTransformer
 from workbench.modeling.backbone.swin import (
     DropPath,
@@ -282,39 +283,13 @@ def test_errors_name_the_argument():
     assert isinstance(tiny_swin().layers[0].blocks[0].drop_path, nn.Identity)
 
 
-def _fill_deterministically(model, seed=0):
-    """Overwrite every float tensor of the state dict from a seeded generator (sorted by key).
-
-    Golden numbers then depend on the math and the key names only, not on init order.
-    """
-    g = torch.Generator().manual_seed(seed)
-    sd = model.state_dict()
-    for name in sorted(sd):
-        t = sd[name]
-        if t.is_floating_point():
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=g) * 0.2)
-    return model
-
-
-def _check_golden(out, golden):
-    got = {k: (round(v.double().sum().item(), 4), round(v.double().abs().mean().item(), 6))
-           for k, v in out.items()}
-    msg = f"outputs changed; new values: {got}"
-    assert list(got) == list(golden), msg
-    for k, (s, a) in golden.items():
-        assert abs(got[k][0] - s) < 1e-2 and abs(got[k][1] - a) < 1e-5 * max(1, a), msg
-
-
 def test_golden_outputs_computed_with_detectron2():
     # Golden values: detectron2's swin.py (timm DropPath unused) given the same state dict and
     # input, {name: (sum, mean |x|)}. Regenerate from the failure message if the math changes
     # on purpose.
-    model = _fill_deterministically(tiny_swin(ape=True, pretrain_img_size=32)).eval()
+    model = fill_deterministically(tiny_swin(ape=True, pretrain_img_size=32)).eval()
     x = torch.randn(1, 3, 50, 37, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = model(x)
-    _check_golden(out, {"p0": (41.8584, 0.173307), "p1": (-25.0418, 0.217827),
+    check_golden(out, {"p0": (41.8584, 0.173307), "p1": (-25.0418, 0.217827),
                         "p2": (-0.8845, 0.215897), "p3": (11.223, 0.214692)})
