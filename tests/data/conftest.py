@@ -137,3 +137,21 @@ def make_tiny_cfg():
 @pytest.fixture
 def keypoint_meta():
     return {"keypoint_names": KEYPOINT_NAMES, "keypoint_flip_map": KEYPOINT_FLIP_MAP}
+
+
+@pytest.fixture
+def empty_catalogs():
+    """Empties DatasetCatalog and MetadataCatalog for the test (to register built-in names
+    again), then puts everything back."""
+    from workbench.data import DatasetCatalog, MetadataCatalog
+
+    saved_d, saved_m = dict(DatasetCatalog.data), dict(MetadataCatalog.data)
+    DatasetCatalog.data.clear()
+    MetadataCatalog.data.clear()
+    try:
+        yield
+    finally:
+        DatasetCatalog.data.clear()
+        DatasetCatalog.data.update(saved_d)
+        MetadataCatalog.data.clear()
+        MetadataCatalog.data.update(saved_m)

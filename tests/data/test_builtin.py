@@ -90,21 +90,6 @@ def test_cityscapes_metadata_says_masks_are_rle_and_panoptic_metadata():
     assert pan.panoptic_json.endswith("cityscapes_panoptic_val.json")
 
 
-@pytest.fixture
-def empty_catalogs():
-    """Empties both catalogs for the test, then puts everything back."""
-    saved_d, saved_m = dict(DatasetCatalog.data), dict(MetadataCatalog.data)
-    DatasetCatalog.data.clear()
-    MetadataCatalog.data.clear()
-    try:
-        yield
-    finally:
-        DatasetCatalog.data.clear()
-        DatasetCatalog.data.update(saved_d)
-        MetadataCatalog.data.clear()
-        MetadataCatalog.data.update(saved_m)
-
-
 def test_registration_does_not_touch_disk(empty_catalogs, monkeypatch, tmp_path):
     def forbidden(*args, **kwargs):
         raise AssertionError(f"registration touched the disk: {args}")

@@ -9,27 +9,12 @@ import pytest
 from PIL import Image
 
 import workbench.data  # noqa: F401  (registers the built-in names)
-from workbench.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from workbench.data import DatasetCatalog, DatasetMapper
 from workbench.data import transforms as T
 from workbench.data.datasets import builtin, load_voc_instances
 from workbench.data.datasets.cityscapes import load_cityscapes_instances
 from workbench.data.datasets.cityscapes_panoptic import get_cityscapes_panoptic_meta, load_cityscapes_panoptic
 from workbench.data.datasets.lvis import load_lvis_json
-
-
-@pytest.fixture
-def empty_catalogs():
-    """Empties both catalogs for the test (to register built-in names again), then puts them back."""
-    saved_d, saved_m = dict(DatasetCatalog.data), dict(MetadataCatalog.data)
-    DatasetCatalog.data.clear()
-    MetadataCatalog.data.clear()
-    try:
-        yield
-    finally:
-        DatasetCatalog.data.clear()
-        DatasetCatalog.data.update(saved_d)
-        MetadataCatalog.data.clear()
-        MetadataCatalog.data.update(saved_m)
 
 
 def _cityscapes_image(root, split="val", city="aachen", base="aachen_000000_000019"):
