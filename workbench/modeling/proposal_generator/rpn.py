@@ -180,6 +180,8 @@ class RPN(nn.Module):
 
     # The selection of the proposals (top-k, NMS within each level, top-k) for this RPN's box kind.
     find_top_proposals = staticmethod(find_top_rpn_proposals)
+    # What from_config builds from MODEL.RPN.BBOX_REG_WEIGHTS (RRPN: the rotated transform).
+    box2box_transform_class = Box2BoxTransform
     # IoU of ground truth (M boxes) with anchors (R boxes) -> (M, R), for this RPN's box kind
     # (RRPN: rotated IoU, which also refuses ground truth that is not RotatedBoxes).
     box_iou = staticmethod(pairwise_iou)
@@ -262,7 +264,7 @@ class RPN(nn.Module):
                 "loss_rpn_loc": cfg.MODEL.RPN.BBOX_REG_LOSS_WEIGHT * cfg.MODEL.RPN.LOSS_WEIGHT,
             },
             "anchor_boundary_thresh": cfg.MODEL.RPN.BOUNDARY_THRESH,
-            "box2box_transform": Box2BoxTransform(weights=cfg.MODEL.RPN.BBOX_REG_WEIGHTS),
+            "box2box_transform": cls.box2box_transform_class(weights=cfg.MODEL.RPN.BBOX_REG_WEIGHTS),
             "box_reg_loss_type": cfg.MODEL.RPN.BBOX_REG_LOSS_TYPE,
             "smooth_l1_beta": cfg.MODEL.RPN.SMOOTH_L1_BETA,
             "pre_nms_topk": (cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN, cfg.MODEL.RPN.PRE_NMS_TOPK_TEST),

@@ -78,19 +78,6 @@ def find_top_rrpn_proposals(
         box_dim=5, nms_fn=batched_nms_rotated)
 
 
-def _with_weights(cfg, section: str, weights: Tuple[float, ...]):
-    """A copy of ``cfg`` whose ``MODEL.<section>.BBOX_REG_WEIGHTS`` is ``weights``.
-
-    The upright parents' ``from_config`` (``RPN``, ``FastRCNNOutputLayers``) build a 4-weight
-    ``Box2BoxTransform`` that the rotated classes then replace; they get the first four weights,
-    so that the cfg is still translated in one place (the parent's).
-    """
-    cfg = cfg.clone()
-    cfg.defrost()
-    getattr(cfg.MODEL, section).BBOX_REG_WEIGHTS = tuple(weights)
-    return cfg
-
-
 @PROPOSAL_GENERATOR_REGISTRY.register()
 class RRPN(RPN):
     """Rotated Region Proposal Network (Ma et al. 2018, "Arbitrary-Oriented Scene Text Detection
@@ -102,6 +89,7 @@ class RRPN(RPN):
     """
 
     find_top_proposals = staticmethod(find_top_rrpn_proposals)
+    box2box_transform_class = Box2BoxTransformRotated
     box_iou = staticmethod(pairwise_iou_rotated)  # refuses gt_boxes that are not RotatedBoxes
 
     @configurable
@@ -123,8 +111,7 @@ class RRPN(RPN):
         if len(weights) != 5:
             raise ValueError(f"RRPN needs 5 MODEL.RPN.BBOX_REG_WEIGHTS (dx, dy, dw, dh, da), got "
                              f"{weights}.")
-        ret = super().from_config(_with_weights(cfg, "RPN", weights[:4]), input_shape)
-        ret["box2box_transform"] = Box2BoxTransformRotated(weights=weights)
+        ret = super().from_config(cfg, input_shape)
         box_dim = getattr(ret["anchor_generator"], "box_dim", 4)
         if box_dim != 5:
             raise ValueError(f"RRPN needs rotated anchors (box_dim 5), but "

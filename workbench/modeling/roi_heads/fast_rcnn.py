@@ -253,6 +253,7 @@ class FastRCNNOutputLayers(nn.Module):
 
     # The selection (threshold, clip, per-class NMS) of this layer's box kind.
     selection_fn = staticmethod(fast_rcnn_inference)
+    box2box_transform_class = Box2BoxTransform  # what from_config builds from the weights
 
     @configurable
     def __init__(
@@ -321,7 +322,8 @@ class FastRCNNOutputLayers(nn.Module):
     def from_config(cls, cfg, input_shape):
         return {
             "input_shape": input_shape,
-            "box2box_transform": Box2BoxTransform(weights=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS),
+            "box2box_transform": cls.box2box_transform_class(
+                weights=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS),
             "num_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
             "cls_agnostic_bbox_reg": cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG,
             "smooth_l1_beta": cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA,

@@ -29,7 +29,6 @@ from workbench.structures import RotatedBoxes, pairwise_iou_rotated
 
 from ..box_regression import Box2BoxTransformRotated
 from ..poolers import ROIPooler
-from ..proposal_generator.rrpn import _with_weights
 from .box_head import build_box_head
 from .fast_rcnn import (FastRCNNOutputLayers, fast_rcnn_inference,
                         fast_rcnn_inference_single_image)
@@ -109,6 +108,7 @@ class RotatedFastRCNNOutputLayers(FastRCNNOutputLayers):
     """
 
     selection_fn = staticmethod(fast_rcnn_inference_rotated)
+    box2box_transform_class = Box2BoxTransformRotated
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -116,9 +116,7 @@ class RotatedFastRCNNOutputLayers(FastRCNNOutputLayers):
         if len(weights) != 5:
             raise ValueError(f"RotatedFastRCNNOutputLayers needs 5 MODEL.ROI_BOX_HEAD."
                              f"BBOX_REG_WEIGHTS (dx, dy, dw, dh, da), got {weights}.")
-        args = super().from_config(_with_weights(cfg, "ROI_BOX_HEAD", weights[:4]), input_shape)
-        args["box2box_transform"] = Box2BoxTransformRotated(weights=weights)
-        return args
+        return super().from_config(cfg, input_shape)
 
 
 @ROI_HEADS_REGISTRY.register()
