@@ -29,17 +29,12 @@ from workbench.structures import (Boxes, BoxMode, RotatedBoxes, pairwise_ioa, pa
                                   pairwise_iou_rotated)
 
 from .provenance import class_name
+from .stages import as_boxes, scale_boxes
 
 __all__ = ["GroundTruth", "Match", "ground_truth_from_input", "match_detections", "BACKGROUND_IOU",
            "as_boxes", "box_iou"]
 
 BACKGROUND_IOU = 0.1  # below this IoU with every object, a detection is background (TIDE)
-
-
-def as_boxes(t: Tensor) -> Boxes:
-    """The box structure of a (N, 4) XYXY tensor (:class:`Boxes`) or (N, 5) XYWHA tensor
-    (:class:`RotatedBoxes`), by its data."""
-    return RotatedBoxes(t) if t.dim() == 2 and t.shape[-1] == 5 else Boxes(t)
 
 
 def box_iou(boxes1: Boxes, boxes2: Boxes) -> Tensor:
@@ -115,11 +110,8 @@ def ground_truth_from_input(item: Any, model_input: Dict[str, Any], scale) -> Op
     if inst is None or not inst.has("gt_boxes"):
         return None
     sx, sy = scale
-    # The structure's own scale: RotatedBoxes.scale keeps the angle of a rotated box right.
-    gt_boxes = inst.gt_boxes.clone().to("cpu")
-    gt_boxes.tensor = gt_boxes.tensor.detach().to(torch.float32)
-    gt_boxes.scale(1.0 / sx, 1.0 / sy)
-    b = gt_boxes.tensor
+    # input px -> original px, through the box structure (a rotated box's angle stays right)
+    b = scale_boxes(inst.gt_boxes.tensor.detach().to("cpu", torch.float32), 1.0 / sx, 1.0 / sy)
     classes = inst.gt_classes.detach().cpu().to(torch.int64) if inst.has("gt_classes") \
         else torch.zeros(len(b), dtype=torch.int64)
     return GroundTruth(b, classes, torch.zeros(len(b), dtype=torch.bool))

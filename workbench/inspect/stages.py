@@ -80,28 +80,36 @@ class Preprocessed:
         """Boxes (M, 4) XYXY, or rotated (M, 5) XYWHA, in original pixels of ``image`` -> input
         pixels (a new tensor)."""
         sx, sy = self.scales[image]
-        return _scale_boxes(boxes, sx, sy)
+        return scale_boxes(boxes, sx, sy)
 
     def to_original(self, boxes: Tensor, image: int = 0) -> Tensor:
         """Boxes (M, 4) XYXY, or rotated (M, 5) XYWHA, in input pixels of ``image`` -> original
         pixels (a new tensor)."""
         sx, sy = self.scales[image]
-        return _scale_boxes(boxes, 1.0 / sx, 1.0 / sy)
+        return scale_boxes(boxes, 1.0 / sx, 1.0 / sy)
 
     def __repr__(self) -> str:
         return (f"Preprocessed(images={tuple(self.images.tensor.shape)}, "
                 f"image_sizes={self.image_sizes}, original_sizes={self.original_sizes})")
 
 
-def _scale_boxes(boxes: Tensor, sx: float, sy: float) -> Tensor:
-    """Scaled through the box structure's own ``scale`` (a rotated box's angle and sides change
+def as_boxes(t: Tensor) -> Boxes:
+    """The box structure of a (N, 4) XYXY tensor (:class:`Boxes`) or (N, 5) XYWHA tensor
+    (:class:`RotatedBoxes`), by its data; the tensor itself is kept (float64 stays float64)."""
+    structure = RotatedBoxes(t) if t.dim() == 2 and t.shape[-1] == 5 else Boxes(t)
+    structure.tensor = t
+    return structure
+
+
+def scale_boxes(boxes: Tensor, sx: float, sy: float) -> Tensor:
+    """A scaled copy of (M, 4) XYXY or (M, 5) XYWHA boxes (float32, or float64 if given),
+    scaled through the box structure's own ``scale`` (a rotated box's angle and sides change
     with unequal factors, see :meth:`RotatedBoxes.scale`)."""
     if boxes.dim() != 2 or boxes.shape[-1] not in (4, 5):
         raise ValueError(f"Expected boxes of shape (M, 4) XYXY or (M, 5) XYWHA, got "
                          f"{tuple(boxes.shape)}.")
     out = boxes.clone().to(torch.float32) if boxes.dtype != torch.float64 else boxes.clone()
-    structure = RotatedBoxes(out) if out.shape[-1] == 5 else Boxes(out)
-    structure.tensor = out  # keep float64 boxes float64 (the constructors make float32)
+    structure = as_boxes(out)
     structure.scale(sx, sy)
     return structure.tensor
 
