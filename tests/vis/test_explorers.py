@@ -123,8 +123,14 @@ def test_proposal_explorer_topk_and_anchors(mask_case):
     num = len(a) // (hi * wi)
     rows = (5 * wi + 7) * num + np.arange(num)
     np.testing.assert_allclose(ex.last.drawn["anchors"], a[rows] * scale, rtol=1e-5)
-    ex.set(cell_y=10_000 % 512)  # clamped to the level's grid
-    assert ex.last.drawn["cell"][1] == hi - 1
+    # The cell sliders' ranges follow the level's grid: past its edge is an error, not a clamp.
+    assert (ex.controls["cell_y"].max, ex.controls["cell_x"].max) == (hi - 1, wi - 1)
+    with pytest.raises(ValueError, match=r"'cell_y' takes a value in \[0, %d\]" % (hi - 1)):
+        ex.set(cell_y=hi)
+    ex.set(level="p6")
+    h6, w6 = tr.backbone.features["p6"].shape[-2:]
+    assert (ex.controls["cell_y"].max, ex.controls["cell_x"].max) == (h6 - 1, w6 - 1)
+    assert ex.last.drawn["cell"] == ("p6", min(5, h6 - 1), min(7, w6 - 1))
 
 
 def test_mask_and_keypoint_explorers(mask_case):
@@ -151,10 +157,10 @@ def test_trace_explorer_tabs_share_the_image(mask_case):
     assert list(ex.tabs) == ["features", "proposals", "detections", "masks"]
     ex.set_image(2)
     assert all(t.state["image"] == 2 for t in ex.tabs.values())
-    # One visible image selector: each tab's own is hidden, and follows the shared one.
-    assert all(t.controls["image"].layout.display == "none" and t.controls["image"].value == 2
-               for t in ex.tabs.values() if "image" in t.controls)
-    assert ex.image.layout.display != "none"
+    # One image selector: it is every tab's image control, left out of the tabs' own rows.
+    assert all(t.controls["image"] is ex.image and "image" in t.shared for t in ex.tabs.values())
+    ex.detections.set(image=0)  # from any tab: every tab follows
+    assert ex.image.value == 0 and all(t.state["image"] == 0 for t in ex.tabs.values())
     assert ex.tab.children and ex.widget is not None
     with pytest.raises(KeyError, match="Unknown control"):
         ex.detections.set(threshold=0.3)

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .explorers import Explorer, _widgets
+from .explorer_base import NATIVE_CSS, Explorer, _widgets
 
 __all__ = ["ErrorExplorer"]
 
@@ -168,8 +168,9 @@ class ErrorExplorer(Explorer):
     def widget(self):
         w = _widgets()
         c = self.controls
-        return w.VBox([w.HBox([c["kinds"], c["classes"], c["sort"]]),
-                       w.HBox([c["row"], self.image]), self.info])
+        top = w.Layout(align_items="flex-start")
+        return w.VBox([w.HTML(NATIVE_CSS), w.HBox([c["kinds"], c["classes"], c["sort"], self.view_controls["zoom"]]),
+                       w.HBox([c["row"], self.image], layout=top), self.info])
 
     def _ipython_display_(self):
         from IPython.display import display
