@@ -155,3 +155,17 @@ def test_rpn_only_proposals_decode_from_their_anchor():
         setattr(sub, f, getattr(p, f)[sel])
     sub.rows = p.rows[sel]
     _check_anchor_to_proposal(model, tr, 0, sub, sub.boxes_input)
+
+
+def test_detection_repr_names_the_class_and_keeps_its_id():
+    from workbench.inspect.provenance import Provenance, detection_of
+
+    box = torch.tensor([[1.0, 2.0, 30.0, 40.0], [5.0, 5.0, 9.0, 9.0]])
+    p = Provenance(image=0, rows=torch.tensor([0, 1]), boxes=box, boxes_input=box,
+                   scores=torch.tensor([0.9, 0.5]), classes=torch.tensor([5, 7]), level_names=[])
+    names = ["a", "b", "c", "d", "e", "pentagon"]
+    first = repr(detection_of(p, 0, names)).splitlines()[0]
+    assert first == "Detection(image=0, index=0, class=pentagon (5), score=0.9000)"
+    # An id the names do not cover, and a trace without names: the id alone.
+    assert "class=class 7," in repr(detection_of(p, 1, names))
+    assert "class=class 5," in repr(detection_of(p, 0))

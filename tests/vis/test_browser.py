@@ -14,28 +14,13 @@ reason. Playwright's own browser download (``playwright install``) is never used
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import os
 import re
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
-import pytest
+from browser_session import SCREENSHOT, _save_atomic, _session, _skip_without_tools, _wait, _open_and_run_all
 
-CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM", "/usr/bin/chromium")
-# On this closed network Chromium's background services only produce refused connections.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-REPO = Path(__file__).resolve().parents[2]
-SCREENSHOT = REPO / "output" / "browser_explorer.png"
 START_SCORE, END_SCORE = 1.0, 0.5  # nothing is drawn above 1.0; the keyboard lowers it to 0.5
 PAGE_STEP = 0.05  # noUiSlider: PageDown moves 5 steps of the slider's 0.01
 
@@ -77,210 +62,6 @@ explorer.tab.selected_index = 2  # the detections tab""",
 ]
 
 
-def _skip_without_tools() -> None:
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (Debian package 'chromium'; .ci/run installs it)")
-    for module, package in (("playwright.sync_api", "playwright"), ("jupyterlab", "jupyterlab")):
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            found = False
-        if not found:
-            pytest.skip(f"Python package '{package}' is not installed (pip install -e '.[test]')")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _write_notebook(path: Path, sources=None) -> None:
-    import nbformat
-
-    cells = [nbformat.v4.new_code_cell(src % {"start": START_SCORE} if "%(" in src else src)
-             for src in (sources or NOTEBOOK_CELLS)]
-    cells[0].metadata["jupyter"] = {"source_hidden": True}  # the explorer, not the code, on screen
-    nb = nbformat.v4.new_notebook(cells=cells, metadata={
-        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"}})
-    nbformat.write(nb, str(path))
-
-
-class _Lab:
-    """A JupyterLab server in ``root`` on a free loopback port; stopped by its PID."""
-
-    def __init__(self, root: Path, tmp: Path):
-        self.root, self.token, self.port = root, secrets.token_hex(16), _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / "jupyterlab.log"
-        env = dict(os.environ)
-        for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
-                         ("JUPYTER_RUNTIME_DIR", "runtime"),
-                         ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"), ("JUPYTERLAB_SETTINGS_DIR", "settings"),
-                         ("IPYTHONDIR", "ipython")):
-            (tmp / sub).mkdir(exist_ok=True)
-            env[var] = str(tmp / sub)
-        # No news or update checks (they would fetch from the internet and pop up a toast), and
-        # the notebook's own kernel without a "Select Kernel" dialog.
-        for plugin, values in (("apputils-extension/notification", {"fetchNews": "false", "checkForUpdates": False}),
-                               ("notebook-extension/tracker", {"autoStartDefaultKernel": True})):
-            f = tmp / "settings" / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
-            f.parent.mkdir(parents=True, exist_ok=True)
-            f.write_text(json.dumps(values))
-        env.pop("JPY_SESSION_NAME", None)
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-             f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
-             "--ServerApp.open_browser=False", "--LabApp.news_url=None",
-             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-             "--LabApp.extension_manager=readonly"],
-            cwd=str(root), env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
-
-    def api(self, path: str, method: str = "GET"):
-        req = urllib.request.Request(f"{self.base}{path}", method=method,
-                                     headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            body = r.read()
-            return json.loads(body) if body else None
-
-    def wait_ready(self, timeout: float = 40.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                self.api("/api/status")
-                return
-            except OSError:
-                time.sleep(0.3)
-        raise TimeoutError(f"JupyterLab did not answer within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        """Shut the kernels down, then stop the server by its PID (SIGTERM, then SIGKILL)."""
-        if self.proc.poll() is None:
-            try:
-                for k in self.api("/api/kernels") or []:
-                    self.api(f"/api/kernels/{k['id']}", method="DELETE")
-            except OSError:
-                pass
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        # A kernel the server could not shut down lives in the server's own session (process group).
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._log.close()
-
-
-def _wait(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def _open_and_run_all(page, lab, notebook: str):
-    """Open ``notebook`` in JupyterLab, wait for its kernel, run all cells (Run > Run All);
-    returns (kernel_idle, prompts)."""
-    page.goto(f"{lab.base}/lab/tree/{notebook}?reset&token={lab.token}")
-    page.locator(".jp-NotebookPanel").first.wait_for(state="visible", timeout=40_000)
-    indicator = page.locator(".jp-Notebook-ExecutionIndicator").first
-
-    def kernel_idle():
-        return indicator.get_attribute("data-status") == "idle"
-
-    prompts = page.locator(".jp-InputPrompt")
-
-    def kernel_connected():  # the indicator reads "idle" before the kernel is there
-        dialog = page.locator(".jp-Dialog")
-        if dialog.count():  # "Select Kernel" despite the setting: take the preferred one
-            dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
-        try:
-            kernels = lab.api("/api/kernels")
-        except OSError:  # jupyter_server answers 500 while a kernel is still starting: ask again
-            return False
-        return kernels and kernels[0].get("connections", 0) > 0 and kernel_idle()
-
-    _wait(kernel_connected, 40, "the kernel to start and the page to connect to it")
-    page.keyboard.press("Control+b")  # close the file browser: room for the explorer
-
-    def started():
-        return any(re.search(r"\[(\*|\d+)\]", t) for t in prompts.all_inner_texts())
-
-    for attempt in range(4):  # Run > Run All Cells (again if the kernel missed it)
-        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-        page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
-        try:
-            _wait(started, 8, "the cells to start")
-            break
-        except TimeoutError:
-            if attempt == 3:
-                raise
-    return kernel_idle, prompts
-
-
-def _state_of(path: Path):
-    """A reader of the JSON state file the notebook writes on every redraw (None until there)."""
-    def state():
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-    return state
-
-
-@contextlib.contextmanager
-def _session(tmp_path: Path, notebook: str, sources=None):
-    """JupyterLab on a fresh folder holding ``notebook`` (its cells ``sources``) and a headless
-    Chromium page: yields (lab, page, state). Stops both; a failure carries the server's log."""
-    from playwright.sync_api import sync_playwright
-
-    root = tmp_path / "root"
-    root.mkdir()
-    _write_notebook(root / notebook, sources)
-    lab = _Lab(root, tmp_path)
-    try:
-        lab.wait_ready()
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1100})
-                page.set_default_timeout(30_000)
-                yield lab, page, _state_of(root / "state.json")
-            finally:
-                browser.close()
-    except Exception as e:
-        raise AssertionError(f"{e}\n--- JupyterLab log ---\n{lab.log_tail()}") from e
-    finally:
-        lab.stop()
-
-
-def _save_atomic(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def test_explorer_in_jupyterlab_with_chromium(tmp_path):
     _skip_without_tools()
     from workbench.model_zoo import get_checkpoint_url
@@ -288,7 +69,8 @@ def test_explorer_in_jupyterlab_with_chromium(tmp_path):
     weights = get_checkpoint_url("Shapes/panoptic_kp_R_50_FPN_small.yaml")
     assert os.path.isfile(weights), f"The embedded model's weights are missing: {weights}"
     t0 = time.monotonic()
-    with _session(tmp_path, "explorer.ipynb") as (lab, page, state):
+    cells = [c % {"start": START_SCORE} if "%(" in c else c for c in NOTEBOOK_CELLS]
+    with _session(tmp_path, "explorer.ipynb", cells) as (lab, page, state):
         try:
             kernel_idle, prompts = _open_and_run_all(page, lab, "explorer.ipynb")
             slider = page.locator(".widget-slider", has=page.locator(
@@ -408,3 +190,167 @@ def test_error_explorer_in_jupyterlab_with_chromium(tmp_path):
         page.locator(".widget-html pre").first.wait_for(state="visible", timeout=15_000)
         text = page.locator(".widget-html pre").first.inner_text()
         assert "from proposal" in text or "WhyMissed" in text, text
+
+
+VIEWS_CELLS = [
+    """import hashlib, json, os
+from pathlib import Path
+
+import torch
+
+from workbench import inspect as wi
+from workbench import model_zoo, vis
+from workbench.data import MetadataCatalog
+from workbench.data.datasets.shapes import get_shapes_dicts
+
+torch.set_num_threads(1)
+cfg = model_zoo.get_config("Shapes/panoptic_kp_R_50_FPN_small.yaml", trained=True)
+model = model_zoo.get("Shapes/panoptic_kp_R_50_FPN_small.yaml", trained=True).eval()
+meta = MetadataCatalog.get("shapes_val")
+with torch.no_grad():  # the pass the evaluator scores, two images
+    tr = wi.trace(model, get_shapes_dicts("val", 2), cfg=cfg)
+explorer = vis.TraceExplorer(model, tr, meta)
+det = explorer.detections
+det.set(score_thresh=0.5)
+
+def record(_change=None):
+    tabs = {}
+    for name, t in explorer.tabs.items():
+        png = t._png
+        tabs[name] = dict(sha=hashlib.sha256(png).hexdigest(), size=list(vis.png_size(png)) if png else None,
+                          renders=t.renders, stale=t._stale, zoom=t.zoom)
+    inst = det.current.outputs[det.state["image"]]["instances"]
+    kept = [int(r) for r in det._last.drawn["kept"]]
+    state = dict(det.state, tabs=tabs, selected=explorer.tab.selected_index, image_selector=explorer.image.value,
+                 titles=[explorer.tab.get_title(k) for k in range(len(explorer.tabs))],
+                 kept=kept, boxes=[inst.pred_boxes.tensor[r].tolist() for r in kept],
+                 names=[meta.thing_classes[int(inst.pred_classes[r])] for r in kept])
+    Path("state.json.tmp").write_text(json.dumps(state))
+    os.replace("state.json.tmp", "state.json")
+
+for t in explorer.tabs.values():  # observers run in order: after the explorers' own redraws
+    for control in list(t.controls.values()) + list(t.view_controls.values()):
+        control.observe(record, names="value")
+explorer.tab.observe(record, names="selected_index")
+record()""",
+    "explorer",
+    """det.set(image=1)
+det.set(score_thresh=%(off_step)r)  # off the slider's 0.01 step: held as the browser will show it
+Path("end.json").write_text(json.dumps(dict(renders=det.renders, score=det.state["score_thresh"],
+                                            image=explorer.image.value)))
+record()""",
+]
+OFF_STEP = 0.333
+
+IMG_JS = """(el) => ({natural: [el.naturalWidth, el.naturalHeight],
+                  rect: [el.getBoundingClientRect().width, el.getBoundingClientRect().height],
+                  top: el.getBoundingClientRect().top, bottom: el.getBoundingClientRect().bottom})"""
+SHA_JS = """async (el) => {
+    const buf = await (await fetch(el.src)).arrayBuffer();
+    const d = await crypto.subtle.digest("SHA-256", buf);
+    return Array.from(new Uint8Array(d)).map(b => b.toString(16).padStart(2, "0")).join("");
+}"""
+
+
+def test_explorer_views_in_jupyterlab_with_chromium(tmp_path):
+    """What the "Explorers and pictures" issue asks of the browser: every tab's picture at its
+    native size (times the zoom), the image selector and the picture in agreement after set()
+    from Python and after a slider move, an off-step value set from Python kept after "Run all"
+    (no echo), a click on a box selecting that detection, class names in the tab titles; a
+    screenshot of each tab in output/, and the slider-to-picture round trip timed."""
+    _skip_without_tools()
+    cells = [c % {"off_step": OFF_STEP} if "%(" in c else c for c in VIEWS_CELLS]
+    out_dir = SCREENSHOT.parent
+    timings = {}
+    with _session(tmp_path, "views.ipynb", cells, viewport=(1280, 800)) as (lab, page, state):
+        root = tmp_path / "root"
+        kernel_idle, prompts = _open_and_run_all(page, lab, "views.ipynb")
+        _wait(lambda: (root / "end.json").exists() and kernel_idle()
+              and not any("[*]" in t for t in prompts.all_inner_texts()), 120, "all cells to finish")
+        end = json.loads((root / "end.json").read_text())
+        assert end["score"] == round(OFF_STEP, 2) and end["image"] == 1, end
+        time.sleep(3)  # an echo from the browser would arrive by now
+        s = _wait(state, 10, "the notebook's state file")
+        assert s["score_thresh"] == round(OFF_STEP, 2) and s["tabs"]["detections"]["renders"] == end["renders"], \
+            (s["score_thresh"], s["tabs"]["detections"]["renders"], end)
+
+        panel = page.locator(".lm-TabPanel-stackedPanel:visible, .widget-tab-contents > :visible").first
+        score = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=re.compile(r"^score$")))
+        assert score.locator(".widget-readout").first.inner_text().strip() == "0.33"
+        selector = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=re.compile(r"^image$"))).first
+        readout = selector.locator(".widget-readout")
+
+        def shown_image():
+            return page.locator(".jupyter-widgets.widget-image.wb-native:visible").first
+
+        def agree(expect_image: int):
+            st = state()
+            if not (st and kernel_idle() and st["image_selector"] == expect_image == st["image"]):
+                return None
+            if readout.inner_text().strip() != str(expect_image):
+                return None
+            sha = shown_image().evaluate(SHA_JS)
+            return st if sha == st["tabs"]["detections"]["sha"] else None
+
+        _wait(lambda: agree(1), 20, "the selector, the kernel and the picture to agree on image 1 after set()")
+
+        # The slider: image 1 -> 0 with the keyboard; the round trip to the new picture is timed.
+        handle = selector.locator(".noUi-handle").first
+        handle.focus()
+        t0 = time.monotonic()
+        handle.press("ArrowLeft")
+        s0 = _wait(lambda: agree(0), 30, "the selector, the kernel and the picture to agree on image 0")
+        timings["slider_to_picture_s"] = round(time.monotonic() - t0, 3)
+
+        # Every tab: the picture at its native size, a screenshot.
+        tabs = page.locator(".widget-tab .lm-TabBar-tab")
+        names = list(s0["tabs"])
+        for k, name in enumerate(names):
+            tabs.nth(k).click()
+            st = _wait(lambda: (lambda x: x if x and kernel_idle() and x["selected"] == k
+                                and not x["tabs"][name]["stale"] and x["tabs"][name]["size"] else None)(state()),
+                       30, f"the {name} tab to be drawn")
+            img = shown_image()
+            img.wait_for(state="visible")
+            _wait(lambda: img.evaluate(SHA_JS) == st["tabs"][name]["sha"], 15, f"the {name} picture to arrive")
+            geo = img.evaluate(IMG_JS)
+            assert geo["natural"] == st["tabs"][name]["size"], (name, geo, st["tabs"][name])
+            assert geo["rect"] == [float(v) for v in geo["natural"]], (name, geo)  # zoom 1: pixel for pixel
+            _save_atomic(page.screenshot(full_page=False), out_dir / f"browser_tab_{name}.png")
+
+        # The detections tab: the zoom, a click on a box, the class name in the tab titles.
+        tabs.nth(names.index("detections")).click()
+        _wait(lambda: (lambda x: x and x["selected"] == names.index("detections"))(state()), 10, "the detections tab")
+        img = shown_image()
+        geo = img.evaluate(IMG_JS)
+        assert geo["bottom"] <= 800, f"the picture ends at y={geo['bottom']}: below a 1280x800 window"
+        zoom = page.locator(".widget-dropdown:visible", has=page.locator(".widget-label", has_text=re.compile(r"^zoom$"))).first
+        zoom.locator("select").select_option(label="2x")
+        _wait(lambda: img.evaluate(IMG_JS)["rect"] == [2.0 * v for v in geo["natural"]], 10, "the picture at 2x")
+        zoom.locator("select").select_option(label="1x")
+        _wait(lambda: img.evaluate(IMG_JS)["rect"] == [float(v) for v in geo["natural"]], 10, "the picture at 1x")
+
+        st = state()
+        from workbench.vis.detection_explorer import boxes_containing
+        import numpy as np
+
+        boxes = np.asarray(st["boxes"])
+        assert len(boxes), st
+        x0, y0, x1, y1 = boxes[0]
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        hits = boxes_containing(boxes, cx, cy)
+        centres = (boxes[hits, :2] + boxes[hits, 2:]) / 2
+        expect = hits[int(np.argmin(np.hypot(*(centres - [cx, cy]).T)))]
+        t0 = time.monotonic()
+        img.click(position={"x": cx, "y": cy})
+        chosen = _wait(lambda: (lambda x: x if x and kernel_idle() and x["detection"] == st["kept"][expect] else None)(state()),
+                       20, f"the click at ({cx:.0f}, {cy:.0f}) to select detection {st['kept'][expect]}")
+        timings["click_to_selection_s"] = round(time.monotonic() - t0, 3)
+        name = st["names"][expect]
+        titles = [t.strip() for t in tabs.all_inner_texts()]
+        assert f"masks: {name}" in titles and f"keypoints: {name}" in titles, titles
+        assert chosen["titles"] == titles, (chosen["titles"], titles)
+        page.locator(".widget-html pre", has_text="from proposal").first.wait_for(state="visible", timeout=10_000)
+        _save_atomic(page.screenshot(full_page=False), out_dir / "browser_tab_detections_clicked.png")
+    _save_atomic(json.dumps(timings, indent=1).encode(), out_dir / "browser_timings.json")
+    print(f"browser round trips: {timings}")

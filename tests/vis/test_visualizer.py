@@ -181,15 +181,77 @@ def test_compare_matches_with_iou():
     gt.gt_boxes = Boxes(torch.tensor([[10., 10, 50, 50], [90, 60, 150, 110], [0, 100, 20, 119]]))
     gt.gt_classes = torch.tensor([0, 2, 1])
     pred = _preds()
-    out = Visualizer(_image(), _meta()).compare(gt, pred, iou_thresh=0.5)
+    out = Visualizer(_image(240, 320), _meta()).compare(gt, pred, iou_thresh=0.5)  # room for the texts
     matches = out.drawn["matches"]
     assert [(g, p) for g, p, _ in matches] == [(0, 0), (1, 3)]
     assert matches[0][2] == pytest.approx(1.0)
     assert out.drawn["missed"] == [2]
-    assert out.drawn["false_positives"] == [1, 2, 4]
-    assert out.get_image().shape == (120, 2 * 160 + 8, 3)
+    # Row 1 (a dog) lies on the cat of gt 0, which row 0 took: a mislabel, not a false positive.
+    assert [(g, p) for g, p, _ in out.drawn["mislabels"]] == [(0, 1)]
+    assert out.drawn["false_positives"] == [2, 4]  # row 2: a second cat on gt 0; row 4: nothing
+    assert out.get_image().shape == (240, 2 * 320 + 8, 3)
     texts = [t for t, _ in out.drawn["labels"]]
     assert "cat 90% IoU 1.00" in texts and "dog missed" in texts
+    assert "dog 80% mislabel (gt: cat)" in texts and "cat 70% FP duplicate" in texts
+    assert "dog 20% FP" in texts
+    assert "cat" in texts  # gt 0 was found, so it is not "mislabelled"
+
+
+def _one_gt_one_pred(gt_cls, pred_cls, pred_box=(20.0, 20, 60, 60)):
+    gt = Instances((120, 160))
+    gt.gt_boxes = Boxes(torch.tensor([[20.0, 20, 60, 60]]))
+    gt.gt_classes = torch.tensor([gt_cls])
+    pred = Instances((120, 160))
+    pred.pred_boxes = Boxes(torch.tensor([pred_box]))
+    pred.scores = torch.tensor([0.9])
+    pred.pred_classes = torch.tensor([pred_cls])
+    return gt, pred
+
+
+def test_compare_mislabel_is_not_a_false_positive():
+    gt, pred = _one_gt_one_pred(0, 1)  # a cat predicted as a dog, same box
+    out = Visualizer(_image(240, 320), _meta()).compare(gt, pred)
+    assert out.drawn["matches"] == []
+    assert [(g, p) for g, p, _ in out.drawn["mislabels"]] == [(0, 0)]
+    assert out.drawn["mislabels"][0][2] == pytest.approx(1.0)
+    assert out.drawn["false_positives"] == []
+    assert out.drawn["missed"] == [0]  # no same-class prediction found it
+    texts = [t for t, _ in out.drawn["labels"]]
+    assert texts == ["cat mislabelled as dog", "dog 90% mislabel (gt: cat)"]
+    # Without class matching any overlap is a match, so nothing is mislabelled.
+    loose = Visualizer(_image(), _meta()).compare(gt, pred, match_classes=False)
+    assert [(g, p) for g, p, _ in loose.drawn["matches"]] == [(0, 0)] and loose.drawn["mislabels"] == []
+
+
+@pytest.mark.parametrize("pred_box,kind", [((22.0, 22, 62, 62), "mislabel"),  # IoU 0.82
+                                           ((45.0, 45, 85, 85), "FP")])  # IoU 0.08
+def test_compare_mislabel_needs_the_iou_threshold(pred_box, kind):
+    gt, pred = _one_gt_one_pred(2, 0, pred_box)
+    out = Visualizer(_image(240, 320), _meta()).compare(gt, pred, iou_thresh=0.5)
+    assert (len(out.drawn["mislabels"]), out.drawn["false_positives"]) == \
+        ((1, []) if kind == "mislabel" else (0, [0]))
+    gt_text = out.drawn["labels"][0][0]
+    assert gt_text == ("bird mislabelled as cat" if kind == "mislabel" else "bird missed")
+
+
+def test_match_by_iou_is_greedy_by_score_within_class():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        g = rng.uniform(0, 50, (6, 2)); g = np.concatenate([g, g + rng.uniform(5, 30, (6, 2))], 1)
+        p = g[rng.integers(0, 6, 9)] + rng.normal(0, 3, (9, 4))
+        s, gc, pc = rng.uniform(0, 1, 9), rng.integers(0, 2, 6), rng.integers(0, 2, 9)
+        iou = box_iou_matrix(g, p)
+        want, taken = [], set()  # a plain greedy loop as the reference
+        for j in np.argsort(-s, kind="stable"):
+            cands = [(iou[i, j], -i) for i in range(6) if i not in taken and gc[i] == pc[j]]
+            if cands and max(cands)[0] >= 0.5:
+                i = -max(cands)[1]
+                taken.add(i)
+                want.append((i, int(j)))
+        got = match_by_iou(g, p, s, gc, pc, iou_thresh=0.5)
+        assert [(a, b) for a, b, _ in got] == want
+        for a, b, v in got:
+            assert v == pytest.approx(iou[a, b], abs=1e-6)
     iou = box_iou_matrix([[0, 0, 10, 10]], [[5, 0, 15, 10]])
     assert iou[0, 0] == pytest.approx(1 / 3)
     assert match_by_iou([[0, 0, 10, 10]], [[5, 0, 15, 10]], iou_thresh=0.5) == []

@@ -63,6 +63,10 @@ class Trace:
         output_rows: per image, row of ``instances`` of each output detection.
         ground_truth: per image, the annotations given with the input (original px), or None.
         class_names: the metadata's ``thing_classes`` when known.
+        input_format: the model's ``input_format`` ("BGR" / "RGB": the channel order of
+            ``inputs[i]["image"]``), None if the model has none.
+        feature_strides: input pixels per cell of each backbone map (FPN levels and bottom-up
+            stages), from the backbone's ``output_shape()``; None if it has none.
         unavailable: stage -> why the trace cannot show it (a custom part that records nothing).
         losses, loss_scalars: the training losses (``trace(..., losses=True)``), else None.
         captured: hooks requested with ``trace(..., capture=[...])``.
@@ -91,6 +95,8 @@ class Trace:
     loss_scalars: Optional[Dict[str, float]] = None
     captured: Optional[Captured] = None
     detections_only: bool = False
+    input_format: Optional[str] = None
+    feature_strides: Optional[Dict[str, int]] = None
     given_proposals: Optional[List[Instances]] = field(default=None, repr=False)
     given_detections: Optional[List[Instances]] = field(default=None, repr=False)
     recorder: Optional[StageRecorder] = field(default=None, repr=False)
@@ -417,7 +423,21 @@ def _forward(model: nn.Module, batch, ground_truth, *, substitutes=None, seed=()
     tr.captured = cap
     tr.given_proposals, tr.given_detections = given_proposals, detections
     tr.model_ref = weakref.ref(model)
+    tr.input_format = getattr(model, "input_format", None)
+    tr.feature_strides = _feature_strides(model)
     return tr
+
+
+def _feature_strides(model: nn.Module) -> Optional[Dict[str, int]]:
+    """name -> stride of the backbone's maps (and its bottom-up network's), from their
+    ``output_shape()``; None for a backbone without one."""
+    strides: Dict[str, int] = {}
+    backbone = getattr(model, "backbone", None)
+    for part in (getattr(backbone, "bottom_up", None), backbone):
+        shapes = getattr(part, "output_shape", None)
+        if callable(shapes):
+            strides.update({k: int(v.stride) for k, v in shapes().items() if getattr(v, "stride", None)})
+    return strides or None
 
 
 def _capture_ctx(model, names, grad):

@@ -19,11 +19,12 @@ Modules: :mod:`.colors` (palettes), :mod:`.visualizer` (``Visualizer``, ``VisIma
 
 from . import colors
 from .explorers import (DetectionExplorer, Explorer, FeatureExplorer, KeypointExplorer, MaskExplorer,
-                        ProposalExplorer, SegmentationExplorer, TraceExplorer)
+                        ProposalExplorer, SegmentationExplorer, TraceExplorer, colorbar_png, png_size)
 from .error_explorer import ErrorExplorer
-from .features import (PlotImage, WeightStats, activation_histograms, channel_montage, feature_map,
-                       keypoint_heatmaps_view, level_grid, mask_logits_view, pca_image, pca_rgb,
-                       rois_per_level, trace_image, weight_stats)
+from .features import (PlotImage, WeightStats, activation_histograms, channel_montage, channel_vector_plot,
+                       feature_levels, feature_map, feature_vector, keypoint_heatmaps_view, level_grid,
+                       mask_logits_view, pca_image, pca_rgb, pixel_to_cell, rois_per_level, trace_image,
+                       weight_stats)
 from .visualizer import VisImage, Visualizer, box_iou_matrix, encode_png, match_by_iou, to_numpy_image
 
 __all__ = [
@@ -32,5 +33,6 @@ __all__ = [
     "pca_image", "activation_histograms", "rois_per_level", "mask_logits_view",
     "keypoint_heatmaps_view", "trace_image", "WeightStats", "weight_stats", "Explorer",
     "DetectionExplorer", "FeatureExplorer", "ProposalExplorer", "MaskExplorer", "KeypointExplorer",
-    "SegmentationExplorer", "TraceExplorer", "ErrorExplorer",
+    "SegmentationExplorer", "TraceExplorer", "ErrorExplorer", "png_size", "colorbar_png", "feature_vector",
+    "channel_vector_plot", "pixel_to_cell", "feature_levels",
 ]

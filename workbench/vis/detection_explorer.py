@@ -250,9 +250,5 @@ class DetectionExplorer(Explorer):
 
     @property
     def widget(self):
-        from .explorer_base import NATIVE_CSS
-
-        w = _widgets()
-        top = w.Layout(align_items="flex-start")  # flex's default "stretch" distorts the images
-        side = w.VBox([self.crop, self.info], layout=w.Layout(align_items="flex-start", width="400px"))
-        return w.VBox([w.HTML(NATIVE_CSS), self.control_row(), w.HBox([self.image, side], layout=top)])
+        self.info.layout.width = "360px"
+        return self.framed(self.crop, self.info)

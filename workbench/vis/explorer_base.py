@@ -27,7 +27,7 @@ import contextlib
 import math
 import numbers
 import struct
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 __all__ = ["Explorer", "png_size", "snap_to_control"]
 
@@ -272,16 +272,32 @@ class Explorer:
 
     # -- layout ------------------------------------------------------------------------------------
 
-    def control_row(self, extra: Optional[List[Any]] = None):
+    CONTROL_WIDTH = "300px"
+
+    def control_panel(self):
+        """This explorer's own controls (not the shared ones) and the view controls, one per
+        line in a column left of the picture: the picture and its side panel keep the width."""
         w = _widgets()
-        own = [c for k, c in self.controls.items() if k not in self.shared]
-        return w.HBox(own + list(self.view_controls.values()) + list(extra or []),
-                      layout=w.Layout(flex_flow="row wrap"))
+        own = [c for k, c in self.controls.items() if k not in self.shared] + list(self.view_controls.values())
+        for c in own:
+            c.layout.width = self.CONTROL_WIDTH
+            if hasattr(c, "style") and hasattr(c.style, "description_width"):
+                c.style.description_width = "70px"
+        return w.VBox(own, layout=w.Layout(flex="0 0 auto", margin="0 12px 0 0"))
+
+    def framed(self, *side):
+        """Controls | picture | ``side`` widgets, top-aligned (flex's default "stretch" would
+        distort the pictures)."""
+        w = _widgets()
+        top = w.Layout(align_items="flex-start")
+        parts = [self.control_panel(), self.image]
+        if side:
+            parts.append(w.VBox(list(side), layout=w.Layout(align_items="flex-start", margin="0 0 0 12px")))
+        return w.VBox([w.HTML(NATIVE_CSS), w.HBox(parts, layout=top)])
 
     @property
     def widget(self):
-        w = _widgets()
-        return w.VBox([w.HTML(NATIVE_CSS), self.control_row(), self.image])
+        return self.framed()
 
     def _ipython_display_(self):
         from IPython.display import display

@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from .detection_explorer import image_slider, resolve_input_format
-from .explorer_base import NATIVE_CSS, Explorer, _widgets
+from .explorer_base import Explorer, _widgets
 from .features import (PlotImage, activation_histograms, channel_montage, level_grid, pca_image,
                        rois_per_level, trace_image)
 from .visualizer import Visualizer
@@ -78,8 +78,7 @@ class FeatureExplorer(Explorer):
             "level": w.Dropdown(options=names, value=names[0], description="level"),
             "channel": w.IntSlider(value=-1, min=-1, max=max_c - 1, description="channel"),
             "reduce": w.Dropdown(options=["mean", "absmean", "max", "norm"], value="mean", description="reduce"),
-            "view": w.ToggleButtons(options=views, value="level", description="view",
-                                    style={"button_width": "78px"}),
+            "view": w.Dropdown(options=views, value="level", description="view"),
             "cell_y": _cell_slider("cell y", hi),
             "cell_x": _cell_slider("cell x", wi),
         }
@@ -171,9 +170,7 @@ class FeatureExplorer(Explorer):
 
     @property
     def widget(self):
-        w = _widgets()
-        top = w.Layout(align_items="flex-start")
-        return w.VBox([w.HTML(NATIVE_CSS), self.control_row(), w.HBox([self.image, self.vector], layout=top)])
+        return self.framed(self.vector)
 
 
 class ProposalExplorer(Explorer):
@@ -264,6 +261,4 @@ class ProposalExplorer(Explorer):
 
     @property
     def widget(self):
-        w = _widgets()
-        top = w.Layout(align_items="flex-start")
-        return w.VBox([w.HTML(NATIVE_CSS), self.control_row(), w.HBox([self.image, self.legend], layout=top)])
+        return self.framed(self.legend)

@@ -157,7 +157,7 @@ class SegmentationExplorer(Explorer):
             self.shared.add("image")
         self.controls = {
             "image": image_control or image_slider(trace),
-            "kind": w.ToggleButtons(options=kinds, value=kinds[0], description="kind"),
+            "kind": w.Dropdown(options=kinds, value=kinds[0], description="kind"),
             "alpha": w.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="alpha"),
             "show_labels": w.Checkbox(value=True, description="labels", indent=False),
         }

@@ -1,18 +1,20 @@
-"""Ground truth against predictions: pairwise IoU and greedy one-to-one matching (for
-``Visualizer.compare``).
+"""Ground truth against predictions: pairwise IoU, and the trace's greedy matching
+(:func:`workbench.inspect.ground_truth.match_detections`) on numpy boxes, for
+``Visualizer.compare``.
 
 Shape legend: G ground-truth boxes; P predictions.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .inputs import _fields, _np, _xyxy
 
-__all__ = ["box_iou_matrix", "match_by_iou"]
+__all__ = ["box_iou_matrix", "match_by_iou", "classify_predictions", "Comparison"]
 
 
 def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -25,53 +27,99 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return pairwise_iou(a, b).numpy().astype(np.float64)
 
 
+def classify_predictions(gt_boxes, pred_boxes, pred_scores=None, gt_classes=None,
+                         pred_classes=None, iou_thresh: float = 0.5) -> list:
+    """What each prediction is with respect to the ground truth: one
+    :class:`workbench.inspect.Match` per prediction, in the predictions' order (``kind`` "tp",
+    "duplicate", "mislabel", "localisation", "both" or "background", with the object it refers
+    to and the IoU). It is the trace's matcher (:func:`workbench.inspect.ground_truth.match_detections`):
+    predictions in descending score (the given order without scores), each taking the untaken
+    object of its class with the highest IoU >= ``iou_thresh``. Without both ``gt_classes`` and
+    ``pred_classes`` every box counts as one class (so there is no "mislabel").
+    """
+    import torch
+
+    from workbench.inspect.ground_truth import GroundTruth, match_detections
+
+    g = torch.as_tensor(np.asarray(gt_boxes, dtype=np.float32).reshape(-1, 4))
+    p = torch.as_tensor(np.asarray(pred_boxes, dtype=np.float32).reshape(-1, 4))
+    use_classes = gt_classes is not None and pred_classes is not None
+    g_cls = torch.as_tensor(np.asarray(gt_classes, dtype=np.int64).reshape(-1)) if use_classes \
+        else torch.zeros(len(g), dtype=torch.int64)
+    p_cls = torch.as_tensor(np.asarray(pred_classes, dtype=np.int64).reshape(-1)) if use_classes \
+        else torch.zeros(len(p), dtype=torch.int64)
+    scores = -torch.arange(len(p), dtype=torch.float64) if pred_scores is None \
+        else torch.as_tensor(np.asarray(pred_scores, dtype=np.float64).reshape(-1))
+    for name, got, want, what in (("gt_classes", len(g_cls), len(g), "ground-truth boxes"),
+                                  ("pred_classes", len(p_cls), len(p), "predictions"),
+                                  ("pred_scores", len(scores), len(p), "predictions")):
+        if got != want:
+            raise ValueError(f"{name} has {got} entries but there are {want} {what}.")
+    gt = GroundTruth(g, g_cls, torch.zeros(len(g), dtype=torch.bool))
+    matches, _ = match_detections(p, scores, p_cls, gt, iou_thresh=iou_thresh)
+    return matches
+
+
 def match_by_iou(gt_boxes, pred_boxes, pred_scores=None, gt_classes=None, pred_classes=None,
                  iou_thresh: float = 0.5) -> List[Tuple[int, int, float]]:
     """Greedy one-to-one matching, predictions in descending score: each takes the unmatched
-    ground truth (of its class, when classes are given) with the highest IoU >= ``iou_thresh``.
+    ground truth (of its class, when classes are given) with the highest IoU >= ``iou_thresh``
+    (the true positives of :func:`classify_predictions`).
 
     Returns:
         ``[(gt_index, pred_index, iou), ...]`` in the order the predictions were matched.
     """
-    iou = box_iou_matrix(gt_boxes, pred_boxes)  # (G, P)
-    n_gt, n_pred = iou.shape
-    order = np.arange(n_pred) if pred_scores is None else np.argsort(-np.asarray(pred_scores), kind="stable")
-    if gt_classes is not None and pred_classes is not None:
-        same = np.asarray(gt_classes)[:, None] == np.asarray(pred_classes)[None, :]
-        iou = np.where(same, iou, -1.0)
-    taken = np.zeros(n_gt, dtype=bool)
-    out = []
-    for j in order:
-        if n_gt == 0:
-            break
-        col = np.where(taken, -1.0, iou[:, j])
-        g = int(np.argmax(col))
-        if col[g] >= iou_thresh:
-            taken[g] = True
-            out.append((g, int(j), float(iou[g, j])))
-    return out
+    kinds = classify_predictions(gt_boxes, pred_boxes, pred_scores, gt_classes, pred_classes,
+                                 iou_thresh)
+    order = range(len(kinds)) if pred_scores is None else \
+        np.argsort(-np.asarray(pred_scores, dtype=np.float64).reshape(-1), kind="stable")
+    return [(m.gt, int(j), m.iou) for j in order for m in (kinds[j],) if m.kind == "tp"]
+
+
+@dataclass
+class Comparison:
+    """Ground truth against predictions, for ``Visualizer.compare``.
+
+    Attributes:
+        g_boxes, g_cls: (G, 4), (G,) the ground truth (crowd regions left out).
+        p_boxes, p_scores, p_cls: (P, 4), (P,) or None, (P,) or None all predictions.
+        rows: the predictions kept (by ``score_thresh`` and ``classes``), rows of ``pred``.
+        matches: ``[(gt_index, pred_row, iou)]`` true positives, in descending score.
+        mislabels: ``[(gt_index, pred_row, iou)]`` predictions that are not true positives
+            but overlap (IoU >= t) an object of another class, in descending score.
+        kinds: pred_row -> its :class:`workbench.inspect.Match` (for the kept rows).
+    """
+
+    g_boxes: np.ndarray
+    g_cls: np.ndarray
+    p_boxes: np.ndarray
+    p_scores: Optional[np.ndarray]
+    p_cls: Optional[np.ndarray]
+    rows: np.ndarray
+    matches: List[Tuple[int, int, float]]
+    mislabels: List[Tuple[int, int, float]]
+    kinds: Dict[int, Any] = field(default_factory=dict)
 
 
 def _match_gt_pred(gt, pred, *, iou_thresh: float, score_thresh: float,
-                   classes: Optional[Sequence[int]], match_classes: bool, box_scale: float):
-    """The boxes, classes and scores of ``gt`` and ``pred`` and their matches, for
-    ``Visualizer.compare`` (see there for the arguments).
-
-    Returns:
-        ``(g_boxes (G, 4), g_cls (G,), p_boxes (P, 4), p_scores (P,) or None, p_cls (P,) or
-        None, rows, matches)``: ``rows`` the predictions kept (by ``score_thresh`` and
-        ``classes``), ``matches`` ``[(gt_index, pred_index, iou)]`` with pred_index a row of
-        ``pred``.
-    """
+                   classes: Optional[Sequence[int]], match_classes: bool,
+                   box_scale: float) -> Comparison:
+    """The boxes, classes and scores of ``gt`` and ``pred`` and what each kept prediction is
+    (:func:`classify_predictions`), for ``Visualizer.compare`` (see there for the arguments)."""
     if isinstance(gt, dict):
         annos = [a for a in gt.get("annotations", []) if not a.get("iscrowd", 0)]
         g_boxes = np.asarray([_xyxy(a) for a in annos], dtype=np.float64).reshape(-1, 4)
         g_cls = np.asarray([a.get("category_id", 0) for a in annos], dtype=np.int64)
     else:
         f = _fields(gt)
+        if f.get("gt_boxes") is None:
+            raise KeyError(f"gt needs 'gt_boxes' (an Instances) or 'annotations' (a dataset dict); "
+                           f"got fields {sorted(f)}.")
         g_boxes = _np(f["gt_boxes"]).astype(np.float64).reshape(-1, 4) * box_scale
         g_cls = _np(f.get("gt_classes")) if f.get("gt_classes") is not None else np.zeros(len(g_boxes), np.int64)
     f = _fields(pred)
+    if f.get("pred_boxes") is None:
+        raise KeyError(f"pred needs 'pred_boxes'; got fields {sorted(f)}.")
     p_boxes = _np(f["pred_boxes"]).astype(np.float64).reshape(-1, 4) * box_scale
     p_scores = _np(f.get("scores"))
     p_cls = _np(f.get("pred_classes"))
@@ -83,8 +131,13 @@ def _match_gt_pred(gt, pred, *, iou_thresh: float, score_thresh: float,
         g_keep = np.isin(g_cls, list(classes))
         g_boxes, g_cls = g_boxes[g_keep], g_cls[g_keep]
     rows = np.nonzero(keep)[0]
-    matches = match_by_iou(g_boxes, p_boxes[rows], None if p_scores is None else p_scores[rows],
-                           g_cls if match_classes else None,
-                           p_cls[rows] if match_classes and p_cls is not None else None, iou_thresh)
-    matches = [(g, int(rows[j]), iou) for g, j, iou in matches]
-    return g_boxes, g_cls, p_boxes, p_scores, p_cls, rows, matches
+    with_classes = match_classes and p_cls is not None
+    kinds = classify_predictions(g_boxes, p_boxes[rows], None if p_scores is None else p_scores[rows],
+                                 g_cls if with_classes else None,
+                                 p_cls[rows] if with_classes else None, iou_thresh)
+    order = range(len(rows)) if p_scores is None else np.argsort(-p_scores[rows], kind="stable")
+    matches = [(kinds[j].gt, int(rows[j]), kinds[j].iou) for j in order if kinds[j].kind == "tp"]
+    mislabels = [(kinds[j].gt, int(rows[j]), kinds[j].iou) for j in order
+                 if kinds[j].kind == "mislabel"]
+    return Comparison(g_boxes, g_cls, p_boxes, p_scores, p_cls, rows, matches, mislabels,
+                      {int(r): k for r, k in zip(rows, kinds)})

@@ -81,45 +81,81 @@ class ModelStageDrawing:
                 box_scale: float = 1.0, gap: int = 8) -> VisImage:
         """Ground truth (left) beside predictions (right), each match labelled with its IoU.
 
+        Predictions are matched to the ground truth as the trace matches detections
+        (:func:`~.matching.classify_predictions`): greedily by score, each taking the untaken
+        object of its class with the highest IoU >= ``iou_thresh`` (a true positive). A
+        prediction that is not one but overlaps (IoU >= ``iou_thresh``) an object of another
+        class is a mislabel, "mislabel (gt: <name>)"; the object, if no prediction of its class
+        took it, reads "<name> mislabelled as <predicted name>". Every other prediction is a
+        false positive, "FP" ("FP duplicate" when it overlaps an object of its class that a
+        higher-scored prediction took).
+
         Args:
-            gt: ``Instances`` with ``gt_boxes`` / ``gt_classes`` or a dataset dict.
+            gt: ``Instances`` with ``gt_boxes`` / ``gt_classes`` or a dataset dict (its crowd
+                annotations left out; gt indices count the others).
             pred: ``Instances`` with ``pred_boxes``, ``scores``, ``pred_classes``.
-            match_classes: only match boxes of the same class.
+            match_classes: only match boxes of the same class (False: any class matches, so
+                nothing is a mislabel).
 
         Returns:
-            A new :class:`VisImage` (the two panels side by side); its ``drawn["matches"]`` is
-            ``[(gt_index, pred_index, iou)]`` (pred_index a row of ``pred``), ``"missed"`` and
-            ``"false_positives"`` the unmatched rows.
+            A new :class:`VisImage` (the two panels side by side; every label stays inside its
+            own panel). Its ``drawn`` holds
+
+            - ``"matches"``: ``[(gt_index, pred_index, iou)]`` true positives (pred_index a row
+              of ``pred``), in descending score;
+            - ``"mislabels"``: ``[(gt_index, pred_index, iou)]`` the mislabelled predictions,
+              in descending score;
+            - ``"missed"``: gt indices with no true positive (mislabelled objects included);
+            - ``"false_positives"``: the kept rows neither true positive nor mislabel;
+            - ``"kept"``: the rows of ``pred`` drawn (by ``score_thresh`` and ``classes``).
         """
-        g_boxes, g_cls, p_boxes, p_scores, p_cls, rows, matches = _match_gt_pred(
-            gt, pred, iou_thresh=iou_thresh, score_thresh=score_thresh, classes=classes,
-            match_classes=match_classes, box_scale=box_scale)
+        cmp = _match_gt_pred(gt, pred, iou_thresh=iou_thresh, score_thresh=score_thresh,
+                             classes=classes, match_classes=match_classes, box_scale=box_scale)
+        g_boxes, g_cls, p_scores, p_cls, rows = cmp.g_boxes, cmp.g_cls, cmp.p_scores, cmp.p_cls, cmp.rows
 
         H, W = self.img.shape[:2]
         canvas = np.full((H, 2 * W + gap, 3), 255, dtype=np.uint8)
         canvas[:, :W], canvas[:, W + gap:] = self.img, self.img
         side = type(self)(canvas, self.metadata, scale=self.scale, font_size=self.font_size)
-        matched_gt = {g: (j, iou) for g, j, iou in matches}
-        matched_pred = {j: (g, iou) for g, j, iou in matches}
+        matched_gt = {g for g, _, _ in cmp.matches}
+        mislabelled_as = {}  # gt index -> the class of its highest-scored mislabel
+        for g, j, _ in cmp.mislabels:
+            mislabelled_as.setdefault(g, p_cls[j])
+        g_text = []
+        for i, c in enumerate(g_cls):
+            t = self.class_name(c)
+            if i in mislabelled_as and i not in matched_gt:
+                t += f" mislabelled as {self.class_name(mislabelled_as[i])}"
+            elif i not in matched_gt:
+                t += " missed"
+            g_text.append(t)
         g_colors = C.instance_colors(g_cls, len(g_boxes), self.metadata)
-        g_text = [self.class_name(c) + ("" if i in matched_gt else " missed") for i, c in enumerate(g_cls)]
         side.draw_boxes(g_boxes, g_colors)
-        side._draw_labels(g_text, g_boxes, g_colors)
-        shifted = p_boxes[rows] + np.array([W + gap, 0, W + gap, 0])
+        side._draw_labels(g_text, g_boxes, g_colors, panel=(0, 0, W, H))
+
+        shifted = cmp.p_boxes[rows] + np.array([W + gap, 0, W + gap, 0])
         p_colors = C.instance_colors(None if p_cls is None else p_cls[rows], len(rows), self.metadata)
         p_text = []
         for j in rows:
             t = self.class_name(p_cls[j]) if p_cls is not None else ""
             if p_scores is not None:
                 t += f" {p_scores[j] * 100:.0f}%"
-            t += f" IoU {matched_pred[j][1]:.2f}" if j in matched_pred else " FP"
+            m = cmp.kinds[int(j)]
+            if m.kind == "tp":
+                t += f" IoU {m.iou:.2f}"
+            elif m.kind == "mislabel":
+                t += f" mislabel (gt: {self.class_name(m.gt_class)})"
+            else:
+                t += " FP duplicate" if m.kind == "duplicate" else " FP"
             p_text.append(t.strip())
         side.draw_boxes(shifted, p_colors)
         order = None if p_scores is None else np.argsort(-p_scores[rows], kind="stable")
-        side._draw_labels(p_text, shifted, p_colors, order)
+        side._draw_labels(p_text, shifted, p_colors, order, panel=(W + gap, 0, 2 * W + gap, H))
         out = side.output
-        out.drawn["matches"] = matches
+        out.drawn["matches"] = cmp.matches
+        out.drawn["mislabels"] = cmp.mislabels
         out.drawn["missed"] = [i for i in range(len(g_boxes)) if i not in matched_gt]
-        out.drawn["false_positives"] = [int(j) for j in rows if j not in matched_pred]
+        out.drawn["false_positives"] = [int(j) for j in rows
+                                        if cmp.kinds[int(j)].kind not in ("tp", "mislabel")]
         out.drawn["kept"] = rows
         return out

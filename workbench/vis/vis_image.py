@@ -44,8 +44,9 @@ class VisImage:
         self.scale = float(scale)
         self.blended = img.astype(np.float32)
         self.drawn: Dict[str, Any] = {"boxes": np.zeros((0, 4)), "box_colors": np.zeros((0, 3)),
-                                      "labels": [], "masks": 0, "keypoints": np.zeros((0, 2)),
-                                      "skeleton": 0, "segments": [], "matches": []}
+                                      "labels": [], "label_layout": [], "leaders": [], "masks": 0,
+                                      "keypoints": np.zeros((0, 2)), "skeleton": 0, "segments": [],
+                                      "matches": []}
         out_w = max(int(round(self.width * self.scale)), 1)
         out_h = max(int(round(self.height * self.scale)), 1)
         # The +1e-3 makes Agg's int(inches * dpi) land on the intended pixel count.

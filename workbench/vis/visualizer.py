@@ -16,8 +16,14 @@ artist per mask.
 
 What was drawn is recorded in ``VisImage.drawn`` (also ``Visualizer.drawn``), a dict of
 ``boxes`` (n, 4) XYXY image pixels, ``box_colors``, ``labels`` (text and the (x0, y0, x1, y1)
-rectangle each label occupies), ``masks`` (count), ``keypoints`` (points drawn),
+rectangle each label occupies), ``label_layout`` (per label: text, rect, the box it labels,
+that box's index in its drawing call and whether it ``moved`` away from the box), ``leaders``
+(the lines from moved labels to their boxes), ``masks`` (count), ``keypoints`` (points drawn),
 ``skeleton`` (segments drawn), ``segments`` and ``matches`` — tests and explorers read it.
+
+Labels never overlap one another where the picture has room (:class:`~.labels.LabelPlacer`:
+next to the box if free, else shifted, with a leader line back to the box) and stay inside
+their panel (the image, or one side of :meth:`compare`).
 
 Shape legend: H x W the image; n instances; K keypoints per instance.
 """
@@ -33,7 +39,7 @@ from matplotlib.collections import LineCollection, PolyCollection
 from . import colors as C
 # Parts of the visualiser live in their own modules; their names stay importable from here.
 from .inputs import _decode_segmentation, _erode, _fields, _mask_boxes, _np, _xyxy  # noqa: F401
-from .labels import _font, _overlap_area, _render_labels  # noqa: F401
+from .labels import LabelPlacer, LabelSpot, _font, _overlap_area, _render_labels, fit_text  # noqa: F401
 from .masks import (ColorMode, binary_mask_overlay, check_mask, grayscale_outside, mask_color,
                     mask_texts, masks_to_array, soft_mask_overlay)
 from .matching import box_iou_matrix, match_by_iou
@@ -74,7 +80,7 @@ class Visualizer(ModelStageDrawing):
         h, w = self.img.shape[:2]
         self.font_size = float(font_size) if font_size else max(np.sqrt(h * w) // 90, 10 // self.scale)
         self.output.font_px = self._font_px()
-        self._placed: List[Tuple[float, float, float, float]] = []
+        self._label_placer = LabelPlacer()
 
     @property
     def drawn(self) -> Dict[str, Any]:
@@ -114,52 +120,62 @@ class Visualizer(ModelStageDrawing):
         """The label font height in output pixels."""
         return self.font_size * _DPI / 72.0
 
-    def _place_label(self, text: str, box: Sequence[float]) -> Tuple[float, float, float, float]:
-        """A rectangle (image pixels) for ``text`` near ``box``, overlapping no placed label if
-        any candidate position allows: above the box, inside its top, below it, stacked higher."""
+    def _place_label(self, text: str, box: Sequence[float],
+                     panel: Optional[Sequence[float]] = None) -> Tuple[str, LabelSpot]:
+        """Where ``text`` goes for ``box`` (image pixels), inside ``panel`` (x0, y0, x1, y1;
+        default the whole image), overlapping no label placed before if a candidate spot allows
+        (see :class:`~.labels.LabelPlacer`). Text wider than the panel is shortened with "…".
+
+        Returns:
+            ``(text as drawn, LabelSpot)``.
+        """
+        panel = (0.0, 0.0, float(self.output.width), float(self.output.height)) if panel is None \
+            else tuple(float(v) for v in panel)
+        if len(panel) != 4 or not (panel[0] < panel[2] and panel[1] < panel[3]):
+            raise ValueError(f"panel must be (x0, y0, x1, y1) with x0 < x1 and y0 < y1, got {panel}.")
         font = _font(int(round(self._font_px())))
         pad = 0.2 * self._font_px()
-        w = (font.getlength(text) + 2 * pad) / self.scale
+        text, text_px = fit_text(text, font, (panel[2] - panel[0]) * self.scale - 2 * pad)
+        w = (text_px + 2 * pad) / self.scale
         h = (self._font_px() * _LINE_H) / self.scale
-        x0, y0, x1, y1 = [float(v) for v in box]
-        W, H = self.output.width, self.output.height
-        cands = [(x0, y0 - h), (x0, y0), (x0, y1), (x1 - w, y0 - h), (x0, y1 - h), (x1 - w, y1)]
-        cands += [(x0, y0 - k * h) for k in range(2, 6)] + [(x0, y1 + k * h) for k in range(1, 5)]
-        cands += [(x0 + k * w, y0 - h) for k in (1, 2)] + [(x0 - k * w, y0 - h) for k in (1, 2)]
-        c = np.asarray(cands)  # (num_candidates, 2) top-left corners, clamped into the image
-        c[:, 0] = np.clip(c[:, 0], 0.0, max(W - w, 0.0))
-        c[:, 1] = np.clip(c[:, 1], 0.0, max(H - h, 0.0))
-        rects = np.concatenate([c, c + [w, h]], axis=1)  # (num_candidates, 4)
-        if self._placed:
-            placed = np.asarray(self._placed)  # (num_placed, 4)
-            iw = np.minimum(rects[:, None, 2], placed[None, :, 2]) - np.maximum(rects[:, None, 0], placed[None, :, 0])
-            ih = np.minimum(rects[:, None, 3], placed[None, :, 3]) - np.maximum(rects[:, None, 1], placed[None, :, 1])
-            overlap = (np.clip(iw, 0, None) * np.clip(ih, 0, None)).sum(1)
-            free = np.nonzero(overlap <= 0)[0]
-            pick = int(free[0]) if len(free) else int(np.argmin(overlap))  # first free, else least
-        else:
-            pick = 0
-        best = tuple(float(v) for v in rects[pick])
-        self._placed.append(best)
-        return best
+        return text, self._label_placer.place(w, h, box, panel)
 
     def _draw_labels(self, texts: Sequence[str], boxes: np.ndarray, colors: np.ndarray,
-                     order: Optional[Sequence[int]] = None) -> None:
-        """Labels placed greedily in ``order`` (most important first) so they do not overlap.
+                     order: Optional[Sequence[int]] = None,
+                     panel: Optional[Sequence[float]] = None) -> None:
+        """Labels placed greedily in ``order`` (most important first) so they do not overlap,
+        each inside ``panel`` (default the whole image); a label that had to move away from its
+        box gets a thin leader line to the box's nearest corner.
 
-        Matplotlib's Agg text costs ~2 ms a label, too slow for 100 labels per slider move, so
-        labels are rendered after the figure, with PIL and matplotlib's own DejaVu Sans font.
+        Records ``drawn["labels"]`` ``(text, rect)``, ``drawn["label_layout"]`` dicts
+        ``{text, rect, box, box_index, moved}`` (``box_index`` indexes this call's ``boxes``)
+        and ``drawn["leaders"]`` dicts ``{box_index, line: (x_label, y_label, x_box, y_box)}``.
         """
         if len(texts) == 0:
             return
+        if len(boxes) != len(texts) or len(colors) != len(texts):
+            raise ValueError(f"Expected one box and one colour per label: {len(texts)} texts, "
+                             f"{len(boxes)} boxes, {len(colors)} colours.")
         order = range(len(texts)) if order is None else order
-        rects = []
+        rects, layout, leaders, segs, seg_colors = [], [], [], [], []
         for i in order:
-            r = self._place_label(texts[i], boxes[i])
+            i = int(i)
+            text, spot = self._place_label(texts[i], boxes[i], panel)
             face = C.lighten(np.asarray(colors[i], dtype=np.float64), 0.15)
-            rects.append((texts[i], r))
-            self.output.labels.append((texts[i], r, face, C.contrast_text_color(face)))
+            rects.append((text, spot.rect))
+            layout.append({"text": text, "rect": spot.rect, "box": tuple(float(v) for v in boxes[i]),
+                           "box_index": i, "moved": spot.moved})
+            if spot.leader is not None:
+                leaders.append({"box_index": i, "line": spot.leader})
+                segs.append(np.reshape(spot.leader, (2, 2)))
+                seg_colors.append(np.asarray(colors[i], dtype=np.float64)[:3])
+            self.output.labels.append((text, spot.rect, face, C.contrast_text_color(face)))
+        if segs:
+            self.output.add_artist(LineCollection(segs, colors=seg_colors, zorder=3,
+                                                  linewidths=max(self.font_size / 10, 0.75) * self.scale))
         self.output._record("labels", rects)
+        self.output._record("label_layout", layout)
+        self.output._record("leaders", leaders)
 
     def draw_boxes(self, boxes, colors=None, *, linewidth: Optional[float] = None,
                    linestyle: str = "-", alpha: float = 1.0) -> VisImage:
