@@ -29,7 +29,7 @@ test: $(STAMP)
 	test $$a -eq 0 -a $$b -eq 0
 
 demo: $(STAMP)
-	$(BIN)/python -m workbench.demo --output output/demo.png
+	$(BIN)/python -m workbench.demo --output-dir output
 
 lab: $(STAMP)
 	$(BIN)/python -m pip install -c constraints.txt -e '.[test,jupyter]'

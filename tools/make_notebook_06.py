@@ -20,7 +20,7 @@ tutorial, in workbench.
 
 Loading never runs code from the file: `.pth` goes through `torch.load(weights_only=True)` and
 `.pkl` through an unpickler that admits only arrays, numbers, strings and containers."""),
-    code("""import os, pickle, tempfile
+    code("""import pickle, tempfile
 from pathlib import Path
 
 import torch
@@ -71,20 +71,24 @@ Old Detectron checkpoints name tensors the Caffe2 way (`res2_0_branch2a_w`, `fpn
 `?matching_heuristics=True` on the path) the checkpointer renames them by rules, then matches each
 model key to its longest suffix among the loaded names, checking shapes. The reference fixture
 below carries the same weights as `mask_rcnn_R_50_FPN/model_final.pkl` under Caffe2 names."""),
-    code("""fixtures = Path(os.environ.get("WORKBENCH_FIXTURES", Path.cwd().parent.parent / "shared" / "fixtures"))
+    code("""# Found the way the tests find them: $WORKBENCH_FIXTURES, else <repo>/../shared/fixtures
+# (next to the imported package, whatever the working directory).
+from workbench.utils.fixtures import fixture_folder
+
+c2_dir, d2_dir = fixture_folder("mask_rcnn_R_50_FPN_c2"), fixture_folder("mask_rcnn_R_50_FPN")
 c2_cfg = get_cfg()
-c2_cfg.merge_from_file(str(fixtures / "mask_rcnn_R_50_FPN_c2" / "config.yaml"))
+c2_cfg.merge_from_file(str(c2_dir / "config.yaml"))
 c2_cfg.MODEL.DEVICE = "cpu"
-with open(fixtures / "mask_rcnn_R_50_FPN_c2" / "model_final_c2.pkl", "rb") as f:
+with open(c2_dir / "model_final_c2.pkl", "rb") as f:
     print("a few Caffe2 names:", sorted(pickle.load(f, encoding="latin1")["model"])[:3])
 c2_model = build_model(c2_cfg)
 ckpt = DetectionCheckpointer(c2_model)
-ckpt.load(str(fixtures / "mask_rcnn_R_50_FPN_c2" / "model_final_c2.pkl"))
+ckpt.load(str(c2_dir / "model_final_c2.pkl"))
 print(ckpt.incompatible_keys)
 assert not ckpt.incompatible_keys.missing_keys and not ckpt.incompatible_keys.unexpected_keys
 
 d2_model = build_model(c2_cfg)
-DetectionCheckpointer(d2_model).load(str(fixtures / "mask_rcnn_R_50_FPN" / "model_final.pkl"))
+DetectionCheckpointer(d2_model).load(str(d2_dir / "model_final.pkl"))
 assert all(torch.equal(a, b) for a, b in zip(c2_model.state_dict().values(), d2_model.state_dict().values()))
 print("Caffe2-named and detectron2-named files give the same model, bit for bit")"""),
     md("""## Reading the missing / unexpected report: fine-tuning with another class count
@@ -97,7 +101,7 @@ that is how you fine-tune from a detector trained on other classes."""),
 ft_cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
 ft_model = build_model(ft_cfg)
 ckpt = DetectionCheckpointer(ft_model)
-ckpt.load(str(fixtures / "mask_rcnn_R_50_FPN" / "model_final.pkl"))
+ckpt.load(str(d2_dir / "model_final.pkl"))
 for key, in_file, in_model in ckpt.incompatible_keys.incorrect_shapes:
     print(f"{key:45s} file {tuple(in_file)} -> model {tuple(in_model)}")
 skipped = {k for k, _, _ in ckpt.incompatible_keys.incorrect_shapes}
@@ -130,7 +134,7 @@ class ROIHeadsWithEmbeddings(StandardROIHeads):
 custom_cfg = c2_cfg.clone()
 custom_cfg.MODEL.ROI_HEADS.NAME = "ROIHeadsWithEmbeddings"
 custom = build_model(custom_cfg)
-DetectionCheckpointer(custom).load(str(fixtures / "mask_rcnn_R_50_FPN" / "model_final.pkl"))
+DetectionCheckpointer(custom).load(str(d2_dir / "model_final.pkl"))
 custom.eval()
 image = torch.rand(3, 320, 480) * 255
 with torch.no_grad():

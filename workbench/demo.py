@@ -5,13 +5,15 @@ with mask and keypoint heads, trained on the procedural shapes dataset; its weig
 package), then writes under ``--output-dir`` (default ``output/``):
 
 * ``val_<i>.png``: ground truth | predicted instances (boxes, masks, keypoints) | panoptic map, for
-  a few validation images;
+  a few validation images, each panel captioned. The predictions are the pass that was scored: the
+  dataset dict through the evaluator's test-time transform (:func:`scored_pass`);
 * ``photo_<name>.png``: the predictions on the photographs shipped in ``workbench/assets/photos``
   (the model never saw a photo: these show how it behaves out of distribution);
-* ``trace.png``: one image taken apart stage by stage (input, FPN features, proposals,
-  detections, a mask's raw logits, keypoint heatmaps, semantic map);
+* ``trace.png``: the first validation image's scored pass taken apart stage by stage (input, FPN
+  features, proposals, detections, a mask's raw logits, keypoint heatmaps, semantic map);
 * ``metrics.json`` and ``report.html``: box / mask / keypoint AP, mIoU and PQ on the held-out
-  validation images, measured with workbench's own evaluators, next to the project's bars.
+  validation images, measured with workbench's own evaluators, next to the project's bars, and AP
+  per class (:mod:`workbench.demo_report`; the report embeds every picture as JPEG, under 1 MB).
 
 Another model can be given with ``--config-file`` and ``--weights``; evaluation then needs a
 registered dataset (``--dataset``).
@@ -20,28 +22,29 @@ registered dataset (``--dataset``).
 from __future__ import annotations
 
 import argparse
-import base64
-import html
-import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-EMBEDDED = "Shapes/panoptic_kp_R_50_FPN_small.yaml"
+from workbench.demo_report import BARS, HEADLINE, Figure, flatten, metrics_document, per_class
+from workbench.demo_report import write_metrics, write_report
 
-# The bars the embedded model must clear on 500 held-out images (issue "The embedded default").
-BARS = {"bbox/AP": 70.0, "segm/AP": 65.0, "keypoints/AP": 50.0, "panoptic_seg/PQ": 60.0}
+__all__ = ["BARS", "EMBEDDED", "build_cfg", "scored_pass", "validation_panels", "draw_prediction",
+           "trace_figure", "evaluate", "main"]
+
+EMBEDDED = "Shapes/panoptic_kp_R_50_FPN_small.yaml"
 
 
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    # allow_abbrev=False: an option is spelled out (``--output x`` is an error, not --output-dir).
     p = argparse.ArgumentParser(prog="python -m workbench.demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--output-dir", default="output", help="where pictures and the report go")
     p.add_argument("--config-file", default=None, help="default: the embedded model's config")
     p.add_argument("--weights", default=None, help="default: the embedded model's packaged weights")
@@ -53,24 +56,26 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    help="comma-separated shipped photos to run on ('' for none)")
     p.add_argument("--score-thresh", type=float, default=0.5, help="drawn detections score above this")
     p.add_argument("--device", default=None, help="override MODEL.DEVICE (e.g. cuda)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    return p.parse_args(argv)
+    p.add_argument("opts", nargs=argparse.REMAINDER,
+                   help="KEY VALUE config overrides, after the options (e.g. MODEL.DEVICE cpu)")
+    args = p.parse_args(argv)
+    # REMAINDER takes everything after the first KEY, options included: say so rather than
+    # hand "--val-images" to the config as a key.
+    late = [o for o in args.opts if o.startswith("-")]
+    if late:
+        p.error(f"options must come before the KEY VALUE config overrides, got {late[0]!r} after "
+                f"{args.opts[0]!r}")
+    if len(args.opts) % 2:
+        p.error(f"config overrides come in KEY VALUE pairs, got {len(args.opts)} words: {args.opts}")
+    return args
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write beside the target, then rename: a crash never leaves half a file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix + ".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    from workbench.utils.atomic_files import atomic_write
+    from workbench.vis import encode_png
+
+    data = encode_png(rgb, level=6)
+    atomic_write(str(path), lambda f: f.write(data), binary=True)
 
 
 def build_cfg(args: argparse.Namespace):
@@ -108,11 +113,37 @@ def _hstack(images: List[np.ndarray], gap: int = 6) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
+def _captioned(rgb: np.ndarray, caption: str, height: int = 20) -> np.ndarray:
+    """``rgb`` with ``caption`` written on a white strip below it."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    strip = Image.new("RGB", (rgb.shape[1], height), "white")
+    try:
+        font = ImageFont.load_default(size=height - 7)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1, or no FreeType: the bitmap font
+        font = ImageFont.load_default()
+    ImageDraw.Draw(strip).text((4, 2), caption, fill=(0, 0, 0), font=font)
+    return np.concatenate([rgb, np.asarray(strip)], axis=0)
+
+
 def _read_rgb(path: str) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
+
+
+def scored_pass(predictor, dic: Dict[str, Any]):
+    """The trace (:func:`workbench.inspect.trace`) of one dataset dict as the evaluator scores
+    it: the dict through the cfg's test-time transform (``DatasetMapper(cfg, is_train=False)``,
+    what ``build_detection_test_loader`` feeds ``inference_on_dataset``: the resize to
+    ``INPUT.MIN_SIZE_TEST``), one image per forward. ``.outputs[0]`` is in the image's pixels."""
+    import torch
+
+    from workbench import inspect as wi
+
+    with torch.no_grad():
+        return wi.trace(predictor, dic)
 
 
 def draw_prediction(rgb: np.ndarray, outputs: Dict[str, Any], metadata, score_thresh: float) -> np.ndarray:
@@ -124,34 +155,37 @@ def draw_prediction(rgb: np.ndarray, outputs: Dict[str, Any], metadata, score_th
     return v.get_output().get_image()
 
 
-def draw_validation(dic: Dict[str, Any], outputs: Dict[str, Any], metadata, score_thresh: float) -> np.ndarray:
-    """Ground truth | predicted instances | panoptic map, side by side."""
+def _count(outputs: Dict[str, Any], score_thresh: float) -> int:
+    return int((outputs["instances"].scores > score_thresh).sum())
+
+
+def validation_panels(dic: Dict[str, Any], outputs: Dict[str, Any], metadata,
+                      score_thresh: float) -> List[Tuple[str, np.ndarray]]:
+    """(caption, RGB) panels: ground truth, predicted instances, panoptic map (if predicted)."""
     from workbench.vis import Visualizer
 
     rgb = _read_rgb(dic["file_name"])
     gt = Visualizer(rgb, metadata).draw_dataset_dict(dic).get_image()
-    pred = draw_prediction(rgb, outputs, metadata, score_thresh)
-    panels = [gt, pred]
+    panels = [(f"ground truth: {len(dic.get('annotations', []))} objects", gt),
+              (f"prediction: {_count(outputs, score_thresh)} detections > {score_thresh}",
+               draw_prediction(rgb, outputs, metadata, score_thresh))]
     if "panoptic_seg" in outputs:
         seg, info = outputs["panoptic_seg"]
-        panels.append(Visualizer(rgb, metadata).draw_panoptic_seg(seg.to("cpu"), info).get_image())
-    return _hstack(panels)
+        panels.append((f"panoptic: {len(info)} segments",
+                       Visualizer(rgb, metadata).draw_panoptic_seg(seg.to("cpu"), info).get_image()))
+    return panels
 
 
-def trace_figure(predictor, dic: Dict[str, Any], metadata, score_thresh: float):
-    """One validation image taken apart stage by stage, as a PlotImage: the pass that was
-    scored (the dataset dict through the evaluator's test-time transform)."""
-    import torch
-
-    from workbench import inspect as wi
+def trace_figure(tr, dic: Dict[str, Any], metadata, score_thresh: float):
+    """One validation image taken apart stage by stage, as a PlotImage, from its
+    :func:`scored_pass` trace ``tr``."""
     from workbench.vis import PlotImage, Visualizer, pca_rgb
 
     rgb = _read_rgb(dic["file_name"])
-    with torch.no_grad():
-        tr = wi.trace(predictor, dic)
     out = tr.outputs[0]
     inst = out["instances"].to("cpu")
     sx, sy = (1.0 / s for s in tr.preprocess.scales[0])  # original px per input px
+    in_h, in_w = tr.preprocess.image_sizes[0]
 
     fig = PlotImage(2, 4, panel=2.8)
     ax = fig.axes
@@ -161,7 +195,7 @@ def trace_figure(predictor, dic: Dict[str, Any], metadata, score_thresh: float):
         a.set_title(title, fontsize=8)
         a.set_axis_off()
 
-    show(ax[0], rgb, f"input {rgb.shape[1]}x{rgb.shape[0]}")
+    show(ax[0], rgb, f"image {rgb.shape[1]}x{rgb.shape[0]}, resized to {in_w}x{in_h}")
     feats = tr.backbone.features
     names = [k for k in ("p2", "p4") if k in feats] or list(feats)[:2]
     for a, name in zip(ax[1:3], names):
@@ -174,7 +208,7 @@ def trace_figure(predictor, dic: Dict[str, Any], metadata, score_thresh: float):
     else:
         ax[3].set_axis_off()
     show(ax[4], draw_prediction(rgb, out, metadata, score_thresh),
-         f"{int((inst.scores > score_thresh).sum())} detections > {score_thresh}")
+         f"{_count(out, score_thresh)} detections > {score_thresh}")
     if tr.mask is not None and len(inst):
         d = tr.detection(0)
         logits = d.mask_logits.cpu().numpy()
@@ -196,7 +230,7 @@ def trace_figure(predictor, dic: Dict[str, Any], metadata, score_thresh: float):
         show(ax[7], v.get_output().get_image(), "sem_seg argmax")
     else:
         ax[7].set_axis_off()
-    return fig, tr
+    return fig
 
 
 def evaluate(cfg, model, dataset: str, num_images: int, output_dir: Path) -> Dict[str, Dict[str, float]]:
@@ -229,41 +263,43 @@ def evaluate(cfg, model, dataset: str, num_images: int, output_dir: Path) -> Dic
     return inference_on_dataset(model, loader, DatasetEvaluators(evaluators))
 
 
-def _flat(results: Dict[str, Dict[str, float]]) -> Dict[str, float]:
-    return {f"{task}/{k}": float(v) for task, res in results.items() for k, v in res.items()
-            if isinstance(v, (int, float))}
 
 
-def write_report(path: Path, pictures: List[Path], metrics: Dict[str, float], info: Dict[str, Any]) -> None:
-    rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{metrics[k]:.1f}</td><td>{BARS[k]:.0f}</td>"
-        f"<td>{'yes' if metrics[k] >= BARS[k] else 'NO'}</td></tr>" for k in BARS if k in metrics)
-    extra = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1f}</td><td></td><td></td></tr>"
-                    for k, v in sorted(metrics.items()) if k not in BARS and k.split("/")[1] in
-                    ("AP50", "AP75", "mIoU", "SQ", "RQ"))
-    figs = "".join(
-        f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
-        f"<figcaption>{html.escape(p.name)}</figcaption></figure>" for p in pictures)
-    facts = "".join(f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in info.items())
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>workbench demo</title>
-<style>body{{font-family:sans-serif;max-width:1400px;margin:2em auto}}img{{max-width:100%}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px}}</style></head><body>
-<h1>workbench: the embedded model</h1><ul>{facts}</ul>
-<h2>Evaluation</h2><table><tr><th>metric</th><th>value</th><th>bar</th><th>met</th></tr>{rows}{extra}</table>
-<h2>Pictures</h2>{figs}</body></html>"""
-    _atomic_write(path, doc.encode())
+def _print_metrics(results: Dict[str, Dict[str, float]]) -> None:
+    metrics = flatten(results)
+    for name, key in HEADLINE.items():
+        if key not in metrics:
+            continue
+        bar = BARS.get(key)
+        met = "" if bar is None else f"   (bar {bar:.0f}: {'met' if metrics[key] >= bar else 'NOT met'})"
+        print(f"  {name:<13} {metrics[key]:6.1f}{met}")
+    for k in sorted(metrics):
+        if k.endswith(("/AP50", "/AP75", "/PQ_th", "/PQ_st")):
+            print(f"  {k:<18} {metrics[k]:6.1f}")
+    classes = per_class(results)
+    cols = [c for c in ("box AP", "mask AP", "keypoint AP") if c in classes]
+    if cols:
+        print("  per class     " + "".join(f"{c:>13}" for c in cols))
+        for n in classes[cols[0]]:
+            cells = "".join(f"{'-' if classes[c].get(n) is None else f'{classes[c][n]:.1f}':>13}"
+                            for c in cols)
+            print(f"  {n:<13} {cells}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
 
+    from workbench.assets import photo_path
     from workbench.data import DatasetCatalog, MetadataCatalog
     from workbench.engine import DefaultPredictor
-    from workbench.vis import encode_png
 
     args = _parse(argv)
     logging.getLogger("workbench").setLevel(logging.WARNING)  # the demo prints its own summary
     out_dir = Path(args.output_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        print(f"error: --output-dir {out_dir} is a file; it names the folder the demo writes into",
+              file=sys.stderr)
+        return 2
     try:
         cfg = build_cfg(args)
     except (FileNotFoundError, RuntimeError) as e:
@@ -274,67 +310,71 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model = predictor.model
     load_s = time.perf_counter() - t0
     metadata = MetadataCatalog.get(args.dataset)
-    pictures: List[Path] = []
+    figures: List[Figure] = []
 
-    # Validation images: ground truth beside predictions.
-    dicts = DatasetCatalog.get(args.dataset)[: max(args.val_images, 1)]
+    # Validation images, the pass that was scored: ground truth | prediction | panoptic. The
+    # first image's trace also gives the stage-by-stage picture.
     times = []
-    for i, dic in enumerate(dicts[: args.val_images]):
-        rgb = _read_rgb(dic["file_name"])
+    for i, dic in enumerate(DatasetCatalog.get(args.dataset)[: max(args.val_images, 1)]):
         t = time.perf_counter()
-        outputs = predictor(rgb[:, :, ::-1])  # DefaultPredictor takes BGR, as in detectron2
+        tr = scored_pass(predictor, dic)
         times.append(time.perf_counter() - t)
+        if i == 0:
+            fig = trace_figure(tr, dic, metadata, args.score_thresh)
+            path = out_dir / "trace.png"
+            _write_png(path, fig.get_image())
+            figures.append(Figure(f"validation image 0, stage by stage: {Path(dic['file_name']).name}",
+                                  [("input, FPN features, proposals, detections, mask logits, "
+                                    "keypoint heatmaps, semantic map", fig.get_image())],
+                                  file=path.name, max_side=960))
+            print(f"stage trace -> {path}")
+        if i >= args.val_images:
+            break
+        panels = validation_panels(dic, tr.outputs[0], metadata, args.score_thresh)
         path = out_dir / f"val_{i}.png"
-        _atomic_write(path, encode_png(draw_validation(dic, outputs, metadata, args.score_thresh)))
-        pictures.append(path)
-        n = int((outputs["instances"].scores > args.score_thresh).sum())
-        print(f"val image {i} ({rgb.shape[1]}x{rgb.shape[0]}, {len(dic['annotations'])} objects): "
-              f"{n} detections > {args.score_thresh} -> {path}")
+        _write_png(path, _hstack([_captioned(im, caption) for caption, im in panels]))
+        figures.append(Figure(f"validation image {i}: {Path(dic['file_name']).name}", panels,
+                              file=path.name, max_side=320))
+        h, w = panels[0][1].shape[:2]
+        print(f"val image {i} ({w}x{h}): {panels[1][0]} -> {path}")
+        del tr
 
-    # Photographs: far outside the training distribution.
-    from workbench.assets import photo_path
-
+    # Photographs: far outside the training distribution (DefaultPredictor: the same test-time
+    # resize, from a BGR array).
     for name in [p for p in args.photos.split(",") if p]:
         rgb = _read_rgb(photo_path(name))
-        outputs = predictor(rgb[:, :, ::-1])  # DefaultPredictor takes BGR, as in detectron2
+        with torch.no_grad():
+            outputs = predictor(rgb[:, :, ::-1])  # DefaultPredictor takes BGR, as in detectron2
+        caption = f"prediction: {_count(outputs, args.score_thresh)} detections > {args.score_thresh}"
+        drawn = draw_prediction(rgb, outputs, metadata, args.score_thresh)
         path = out_dir / f"photo_{name}.png"
-        _atomic_write(path, encode_png(draw_prediction(rgb, outputs, metadata, args.score_thresh)))
-        pictures.append(path)
-        n = int((outputs["instances"].scores > args.score_thresh).sum())
-        print(f"photo {name} ({rgb.shape[1]}x{rgb.shape[0]}): {n} detections > {args.score_thresh} -> {path}")
+        _write_png(path, _captioned(drawn, caption))
+        figures.append(Figure(f"photo {name} ({rgb.shape[1]}x{rgb.shape[0]}), out of distribution",
+                              [(caption, drawn)], file=path.name, max_side=400))
+        print(f"photo {name} ({rgb.shape[1]}x{rgb.shape[0]}): {caption} -> {path}")
 
-    # One image, stage by stage.
-    fig, _ = trace_figure(predictor, dicts[0], metadata, args.score_thresh)
-    path = out_dir / "trace.png"
-    _atomic_write(path, fig.to_png_bytes())
-    pictures.insert(0, path)
-    print(f"stage trace -> {path}")
-
-    metrics: Dict[str, float] = {}
+    results: Dict[str, Dict[str, float]] = {}
     if args.eval_images > 0:
         print(f"evaluating on {args.eval_images} held-out images of {args.dataset} ...")
         t = time.perf_counter()
         with torch.no_grad():
             results = evaluate(cfg, model, args.dataset, args.eval_images, out_dir)
-        metrics = _flat(results)
         print(f"evaluated in {time.perf_counter() - t:.0f} s")
-        for k, bar in BARS.items():
-            if k in metrics:
-                print(f"  {k:<16} {metrics[k]:6.1f}   (bar {bar:.0f}: {'met' if metrics[k] >= bar else 'NOT met'})")
-        for k in sorted(metrics):
-            if k.endswith(("/mIoU", "/SQ", "/RQ", "/AP50")):
-                print(f"  {k:<16} {metrics[k]:6.1f}")
+        _print_metrics(results)
     info = {"config": args.config_file or EMBEDDED, "weights": cfg.MODEL.WEIGHTS,
             "weights size (MB)": round(os.path.getsize(cfg.MODEL.WEIGHTS) / 1e6, 1)
             if os.path.isfile(cfg.MODEL.WEIGHTS) else "?",
             "parameters (M)": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
             "device": cfg.MODEL.DEVICE, "threads": torch.get_num_threads(),
             "build + load (s)": round(load_s, 2),
-            "median latency per image (s)": round(float(np.median(times)), 3) if times else "?",
-            "evaluated images": args.eval_images}
-    _atomic_write(out_dir / "metrics.json", json.dumps({"metrics": metrics, "info": info}, indent=1).encode())
-    write_report(out_dir / "report.html", pictures, metrics, info)
-    print(f"report -> {out_dir / 'report.html'}; metrics -> {out_dir / 'metrics.json'}")
+            "median traced pass per validation image (s)": round(float(np.median(times)), 3),
+            "test-time resize": f"shortest edge {cfg.INPUT.MIN_SIZE_TEST}, longest at most "
+                                f"{cfg.INPUT.MAX_SIZE_TEST}",
+            "dataset": args.dataset, "evaluated images": args.eval_images}
+    write_metrics(out_dir / "metrics.json", metrics_document(results, info))
+    write_report(out_dir / "report.html", figures, results, info)
+    size_kb = (out_dir / "report.html").stat().st_size / 1e3
+    print(f"report -> {out_dir / 'report.html'} ({size_kb:.0f} kB); metrics -> {out_dir / 'metrics.json'}")
     return 0
 
 
