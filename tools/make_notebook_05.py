@@ -37,9 +37,10 @@ selector shared by all tabs, and sliders that re-threshold the **cached** trace:
 NMS or top-k slider never runs the backbone or the heads again.
 
 Every explorer is a plain class: `explorer.set(name=value, ...)` does what moving the widgets
-does, `explorer.state` reads them back, and after each redraw `explorer.last.drawn` records what
-is on the picture (boxes, labels, masks, arrays...) and `explorer.png` holds the PNG bytes shown in
-the `widgets.Image`. This notebook drives each explorer from Python and checks the picture against
+does, `explorer.click(x, y)` what a click on the picture does, `explorer.state` reads them back,
+and after each redraw `explorer.last.drawn` records what is on the picture (boxes, labels, masks,
+arrays...) and `explorer.png` holds the PNG bytes shown in the `widgets.Image`, at its own pixel
+size (times the `zoom` you pick: pictures are never stretched to the page). This notebook drives each explorer from Python and checks the picture against
 the trace. In JupyterLab you can do the same with the mouse on the widget displays below (they
 need a running kernel; `make lab` opens this folder).
 
@@ -82,20 +83,33 @@ backbone_calls = []
 hook = model.backbone.register_forward_hook(lambda *args: backbone_calls.append(1))
 print("tabs:", list(explorer.tabs))
 assert list(explorer.tabs) == ["features", "proposals", "detections", "masks", "keypoints", "segmentation"]
-assert [explorer.tab.get_title(k) for k in range(len(explorer.tabs))] == list(explorer.tabs)
-assert all(ex.png[:4] == b"\\x89PNG" and ex.image.value == ex.png for ex in explorer.tabs.values())"""),
+titles = [explorer.tab.get_title(k) for k in range(len(explorer.tabs))]
+print("tab titles:", titles)  # the masks and keypoints tabs name the class of their detection
+assert [t.split(":")[0] for t in titles] == list(explorer.tabs)
+assert all(ex.png[:4] == b"\\x89PNG" for ex in explorer.tabs.values())
+for name, ex in explorer.tabs.items():  # every picture at its native size: element == PNG x zoom
+    w, h = vis.png_size(ex.png)
+    assert (ex.image.layout.width, ex.image.layout.height) == (f"{w}px", f"{h}px"), name"""),
     widget_display("""explorer.tab.selected_index = 2  # open on the detections tab
 explorer"""),
     md("""## Detections: score threshold, class filter, toggles
 
 The detections tab starts at a score threshold of 0.5 (or the model's own test threshold if
-that is higher). `drawn["kept"]` are the rows of the image's `Instances` on the picture and
+that is higher). Values set from Python are snapped to the slider's step before they are sent
+(0.333 is held as 0.33, what the slider shows), so the browser never has to correct one and send
+it back to the kernel after later cells have run; a value outside a slider's range is an error. `drawn["kept"]` are the rows of the image's `Instances` on the picture and
 `drawn["boxes"]` their boxes in image pixels: exactly the detections above the slider."""),
     code("""det = explorer.detections
 inst = tr.outputs[0]["instances"]
 scores, classes = inst.scores.numpy(), inst.pred_classes.numpy()
 names = metadata.thing_classes
 
+det.set(score_thresh=0.333)
+assert det.state["score_thresh"] == 0.33
+try:
+    det.set(score_thresh=1.5)
+except ValueError as e:
+    print("ValueError:", e)
 det.set(image=0, score_thresh=0.5, classes=[], detection=-1)
 kept = det.last.drawn["kept"]
 print("state:", det.state)
@@ -119,7 +133,7 @@ for t in (0.9, 0.7, 0.5, 0.3, 0.1):
     print(f"score > {t:.1f}: {n} boxes")
     previous = (n, det.png)
 
-low = det.base_settings[0] / 2
+low = round(det.base_settings[0] / 2, 2)  # on the slider's 0.01 step
 det.set(score_thresh=low)
 ref = wi.rethreshold(model, tr, score_thresh=low, nms_thresh=det.base_settings[1],
                      topk=det.base_settings[2]).outputs[0]["instances"]
@@ -162,6 +176,17 @@ assert f"from proposal {d.roi_index}" in det.info.value and "top scores:" in det
 assert det.last.drawn["highlight"] == top and det.crop.value[:4] == b"\\x89PNG"
 assert len(det.last.drawn["boxes"]) == int((scores > 0.5).sum())  # the outline is not a detection
 display(Image(det.png), Image(det.crop.value))"""),
+    md("""A click on the picture does the same: it picks the shown detection whose box contains the
+click (the one centred nearest, where boxes overlap); a click on no box clears the choice.
+`click(x, y)` takes the picture's pixel, which here is the image's own pixel. The chosen detection
+is the one the masks and keypoints tabs show, and their tab titles name its class."""),
+    code("""x0, y0, x1, y1 = inst.pred_boxes.tensor[top].tolist()
+picked = det.click((x0 + x1) / 2, (y0 + y1) / 2)
+print("click at the centre of detection", top, "-> picked", picked)
+assert picked == top and det.state["detection"] == top
+assert explorer.masks.state["detection"] == explorer.keypoints.state["detection"] == top
+print("tab titles:", [explorer.tab.get_title(k) for k in range(len(explorer.tabs))])
+assert explorer.tab.get_title(3) == "masks: " + names[classes[top]]"""),
     md("""## Features: level, channel, views
 
 The features tab shows one FPN level (a channel, or a reduction over channels), all levels, a
@@ -180,6 +205,12 @@ for level, channel in (("p2", -1), ("p3", 5), ("p5", 17)):
 
 feat.set(source="bottom_up", level="res4", channel=3)
 np.testing.assert_array_equal(feat.last.drawn["arrays"]["res4"], tr.backbone.bottom_up["res4"][0, 3].numpy())
+feat.set(source="features", level="p3", view="level", cell_y=10, cell_x=12)  # as a click on that cell
+vec = feat.last.drawn["vector"]
+np.testing.assert_array_equal(vec, tr.backbone.features["p3"][0, :, 10, 12].numpy())
+print(f"p3 cell (10, 12): a {len(vec)}-channel vector, shown beside the map")
+display(Image(feat.png), Image(feat.vector.value))
+feat.set(cell_y=-1, cell_x=-1)
 feat.set(source="features", level="p3", channel=-1)
 pngs = {}
 for view in feat.VIEWS:
@@ -193,8 +224,10 @@ feat.set(view="pca", level="p2")
 display(Image(feat.png))"""),
     md("""## Proposals and anchors
 
-The proposals tab draws the RPN's top-k proposals coloured by objectness, and optionally the
-anchors of one cell of one level (cells are clamped to that level's grid)."""),
+The proposals tab draws the RPN's top-k proposals coloured by objectness (the colour bar beside
+it is the key), and optionally the anchors of one cell of one level. The cell sliders' ranges
+follow the chosen level's grid; a click on the picture picks the cell whose anchors are centred
+nearest the click and shows them."""),
     code("""prop = explorer.proposals
 props = tr.rpn.proposals[0]
 prop.set(topk=20, show_anchors=False)
@@ -206,9 +239,12 @@ prop.set(show_anchors=True, level="p4", cell_y=4, cell_x=6)
 print(f"{len(prop.last.drawn['proposals'])} of {len(props)} proposals;",
       f"{len(prop.last.drawn['anchors'])} anchor(s) at {prop.last.drawn['cell']}")
 assert len(prop.last.drawn["proposals"]) == 20 and len(prop.last.drawn["anchors"]) >= 1
-prop.set(cell_y=511)
-assert prop.last.drawn["cell"][1] == tr.backbone.features["p4"].shape[-2] - 1
-display(Image(prop.png))"""),
+h4, w4 = tr.backbone.features["p4"].shape[-2:]
+assert (prop.controls["cell_y"].max, prop.controls["cell_x"].max) == (h4 - 1, w4 - 1)
+level, cy, cx = prop.click(*inst.pred_boxes.tensor[top].reshape(2, 2).mean(0).tolist())
+print(f"p4 is {h4}x{w4} cells; a click on detection {top}'s centre picks cell {(cy, cx)}")
+assert level == "p4" and prop.last.drawn["cell"] == ("p4", cy, cx)
+display(Image(prop.png), Image(prop.legend.value))"""),
     md("""## Masks and keypoints of one detection
 
 The masks tab shows a detection's raw 28x28 mask logits (of its class) beside the mask pasted
@@ -218,6 +254,7 @@ mx.set(image=0, detection=top)
 d = tr.detection(top, image=0)
 np.testing.assert_array_equal(mx.last.drawn["logits"], d.mask_logits[d.cls].numpy())
 print("mask logits", tuple(mx.last.drawn["logits"].shape), "of class", names[d.cls])
+assert mx.last.drawn["colorbars"]  # logits and probabilities each carry a colour bar
 display(Image(mx.png))
 
 kx = explorer.keypoints
@@ -250,9 +287,15 @@ print("semantic classes:", [metadata.stuff_classes[c] for c in want])
 display(Image(seg.png))"""),
     md("""## One image selector for all tabs
 
-Moving the image slider above the tabs sets every tab to that image."""),
-    code("""explorer.set_image(1)
-assert all(ex.state["image"] == 1 for ex in explorer.tabs.values())
+Moving the image slider above the tabs sets every tab to that image: it is every tab's `image`
+control, so `det.set(image=1)` moves it as well. Only the tab on screen redraws at once; the
+others redraw when they are shown."""),
+    code("""renders = {k: ex.renders for k, ex in explorer.tabs.items()}
+explorer.select("detections")
+det.set(image=1)
+assert explorer.image.value == 1 and all(ex.state["image"] == 1 for ex in explorer.tabs.values())
+print("redraws:", {k: ex.renders - renders[k] for k, ex in explorer.tabs.items()})
+assert det.renders == renders["detections"] + 1
 det.set(score_thresh=0.5)
 s1 = tr.outputs[1]["instances"].scores.numpy()
 assert len(det.last.drawn["boxes"]) == int((s1 > 0.5).sum())
