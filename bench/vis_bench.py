@@ -1,7 +1,7 @@
 """Responsiveness of the explorers: redraw time after a widget change, on CPU.
 
 Run ``python bench/vis_bench.py`` (prints the figures, writes ``bench/results/vis.json``) or
-call :func:`run`. Target (the "Seeing it" issue): a slider change redraws in <= 0.2 s median
+call :func:`run`. Target (the "Explorers and pictures" issue): a slider change redraws in <= 150 ms median
 on CPU for a 512x512 image with 100 detections.
 
 Setup: the fixture Mask R-CNN on a 512x512 image (``astronaut.png`` from the fixtures), traced
@@ -77,15 +77,20 @@ def run(*, fixture: str = "mask_rcnn_R_50_FPN", image: str = "astronaut.png", ro
     scores = np.sort(pool.outputs[0]["instances"].scores.numpy())[::-1]
     if len(scores) < detections:
         raise RuntimeError(f"Only {len(scores)} detections at score 0; cannot draw {detections}.")
-    low = float(scores[detections - 1]) * 0.5
+    # Two values on the slider's 0.01 step at or below the 100th score: both draw ~100 boxes,
+    # and each set is a real change (the explorer snaps values to the step).
+    low = max(np.floor(float(scores[detections - 1]) * 100) / 100 - 0.01, 0.0)
     ex.set(topk=detections, score_thresh=low)
     shown = len(ex.last.drawn["boxes"])
 
     slider, toggle, classes, nms_cached, nms_first = [], [], [], [], []
-    values = [low, low * 0.9]
+    values = [low, round(low + 0.01, 2)]
+    renders = ex.renders
     for r in range(rounds):
-        slider.append(_timed(lambda: ex.set(score_thresh=values[r % 2])))
+        slider.append(_timed(lambda: ex.set(score_thresh=values[(r + 1) % 2])))
         toggle.append(_timed(lambda: ex.set(show_labels=bool(r % 2))))
+    if ex.renders - renders != 2 * rounds:
+        raise RuntimeError(f"Expected one redraw per change, got {ex.renders - renders} for {2 * rounds}.")
     ex.set(show_labels=True)
     cls0 = int(pool.outputs[0]["instances"].pred_classes[0])
     for r in range(rounds):
@@ -111,15 +116,15 @@ def run(*, fixture: str = "mask_rcnn_R_50_FPN", image: str = "astronaut.png", ro
         "nms_cached": _summary(nms_cached),
         "feature_level": {**_summary(chans), "level": level,
                           "shape": list(tr.backbone.features[level].shape[-2:])},
-        "target_median_s": 0.2,
+        "target_median_s": 0.15,
     }
-    result["meets_target"] = result["score_slider"]["median_s"] <= 0.2
+    result["meets_target"] = result["score_slider"]["median_s"] <= 0.15
     print(f"vis bench: {fixture}, 512x512, {shown} detections drawn, {threads} thread(s)")
     for k in ("score_slider", "toggle", "class_filter", "nms_first", "nms_cached", "feature_level"):
         s = result[k]
         print(f"  {k:<14} median {s['median_s'] * 1000:7.1f} ms  max {s['max_s'] * 1000:7.1f} ms  "
               f"cpu {s['cpu_median_s'] * 1000:7.1f} ms  (n={s['n']})")
-    print(f"  target: score slider median <= 200 ms -> {'met' if result['meets_target'] else 'MISSED'}")
+    print(f"  target: score slider median <= 150 ms -> {'met' if result['meets_target'] else 'MISSED'}")
     if out_json:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
         Path(out_json).write_text(json.dumps(result, indent=1) + "\n")
