@@ -368,12 +368,14 @@ mid = vis.Visualizer(shown).draw_boxes(before.tensor, linewidth=1)
 right = vis.Visualizer(shown).draw_boxes(before.tensor[report["kept"][sel]], linewidth=1)
 show(left.get_output(), mid, right, scale=0.6)
 assert len(mid.drawn["boxes"]) == int(sel.sum()) >= len(right.drawn["boxes"]) >= 1"""),
-    md("""Final detections against the ground truth (`Visualizer.compare`, IoU >= 0.5, same class)."""),
+    md("""Final detections against the ground truth (`Visualizer.compare`, IoU >= 0.5, same class):
+a prediction on an object of another class is a *mislabel*, named on both panels; a false positive
+overlaps no object (or repeats one already found: a duplicate)."""),
     code("""cmp = vis.Visualizer(photo, metadata).compare(record, inst, score_thresh=0.5)
 show(cmp, scale=0.8)
 n_match = len(cmp.drawn["matches"])
 print(f"score > 0.5: {n_match} of {len(gt_boxes)} shapes found, {len(cmp.drawn['missed'])} missed, "
-      f"{len(cmp.drawn['false_positives'])} false positives")
+      f"{len(cmp.drawn['mislabels'])} mislabelled, {len(cmp.drawn['false_positives'])} false positives")
 assert n_match + len(cmp.drawn["missed"]) == len(gt_boxes) and n_match >= 1"""),
     md("""## 5 · Masks: 28 x 28 logits, then pasted
 
