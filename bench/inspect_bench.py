@@ -47,8 +47,9 @@ if str(REPO) not in sys.path:
 from bench.fixtures import build_fixture_model, fixtures_dir  # noqa: E402
 
 
-def _build(fixture: str):
-    device = "cuda" if torch.cuda.is_available() and os.environ.get("BENCH_CUDA") else "cpu"
+def _build(fixture: str, device: Optional[str] = None):
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() and os.environ.get("BENCH_CUDA") else "cpu"
     return build_fixture_model(fixture, device)
 
 
@@ -87,16 +88,24 @@ def _bare_recording():
     return ctx, len(patched)
 
 
+def _sync() -> None:
+    """On a GPU, wait for the queued work: a call's time ends when its results are there."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _time(fn) -> Tuple[float, float]:
     """(wall seconds, CPU seconds of this process, all threads) of one call."""
+    _sync()
     w, c = time.perf_counter(), time.process_time()
     fn()
+    _sync()
     return time.perf_counter() - w, time.process_time() - c
 
 
 def run(*, fixture: str = "mask_rcnn_R_50_FPN", copies: int = 3, batch_size: int = 2,
         rounds: int = 9, threads: int = 1, out_json: Optional[str] = None,
-        verbose: bool = True) -> Dict[str, Any]:
+        verbose: bool = True, device: Optional[str] = None) -> Dict[str, Any]:
     """Measure and return the figures (and write them as JSON when ``out_json`` is given).
 
     Args:
@@ -105,6 +114,8 @@ def run(*, fixture: str = "mask_rcnn_R_50_FPN", copies: int = 3, batch_size: int
         batch_size: images per forward, the same for all three measurements.
         rounds: interleaved rounds; medians are reported.
         threads: torch CPU threads (the machine is shared: 1 by default).
+        device: where the model runs ("cuda" for the GPU bench); default "cpu", or "cuda" when
+            ``$BENCH_CUDA`` is set and a GPU is there.
     """
     torch.set_num_threads(threads)
     from workbench import inspect as wi
@@ -112,7 +123,7 @@ def run(*, fixture: str = "mask_rcnn_R_50_FPN", copies: int = 3, batch_size: int
     from workbench.extract import extract, list_images
     from workbench.extract.core import _load_image
 
-    cfg, model = _build(fixture)
+    cfg, model = _build(fixture, device)
     tmp = Path(tempfile.mkdtemp(prefix="inspect_bench_"))
     try:
         images = tmp / "images"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ import torch
 
 from fixture_paths import FIXTURES  # tests/ is on sys.path (tests/conftest.py)
 
+
+# Where the models run: $WORKBENCH_DEVICE ("cpu" by default; "cuda" on a GPU machine, see
+# bench/gpu_check.sh). The tolerances are the same on every device.
+DEVICE = os.environ.get("WORKBENCH_DEVICE", "cpu")
 
 # Every parity check of an inference output runs twice: with all of workbench.utils.perf's
 # inference optimisations on (fold_batchnorm included, which is off by default) and all off.
@@ -96,7 +101,7 @@ def load_case(name: str) -> Case:
     meta = json.loads((path / "meta.json").read_text())
     cfg = get_cfg()
     cfg.merge_from_file(str(path / "config.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.DEVICE = DEVICE
     case = Case(name=name, path=path, meta=meta, cfg=cfg)
     if (path / "inputs.npz").is_file():
         case.inputs = dict(np.load(path / "inputs.npz"))
@@ -123,11 +128,16 @@ def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
     return {k: torch.as_tensor(np.asarray(v)) for k, v in sd.items()}
 
 
-def build_reference_model(case: Case):
-    """Build the case's model and load its weights strictly (except non-persistent buffers)."""
+def build_reference_model(case: Case, device: Optional[str] = None):
+    """Build the case's model (on ``device``, default the case's ``MODEL.DEVICE``) and load its
+    weights strictly (except non-persistent buffers)."""
     from workbench.modeling import build_model
 
-    model = build_model(case.cfg)
+    cfg = case.cfg
+    if device is not None and device != cfg.MODEL.DEVICE:
+        cfg = cfg.clone()
+        cfg.MODEL.DEVICE = device
+    model = build_model(cfg)
     sd = read_state_dict(case.weights_path())
     incompatible = model.load_state_dict(sd, strict=False)
     missing = [k for k in incompatible.missing_keys]

@@ -92,7 +92,7 @@ def test_features(name, mode):
         assert case.inputs is None, f"{name}: inputs.npz without outputs.npz"
         return _check_weights_only_case(case)
     model = _model(name)
-    x = torch.from_numpy(case.outputs["features_input/image0_normalized_padded"])[None]
+    x = torch.from_numpy(case.outputs["features_input/image0_normalized_padded"])[None].to(model.device)
     keys = [k for k in case.outputs if k.startswith(("features/", "features_bottom_up/"))]
     assert keys, f"{name}: no stored features"
     # Bottom-up maps are the outputs of the bottom-up network's children (stem, res2, ...).
@@ -117,7 +117,7 @@ def test_features(name, mode):
         group, fname = key.split("/")
         src = feats if group == "features" else captured
         assert fname in src, f"{name}: model produces no feature '{fname}' (has {sorted(src)})"
-        errs[key] = assert_relative_map(f"{name} {key}", src[fname][0].numpy(), case.outputs[key], 1e-4)
+        errs[key] = assert_relative_map(f"{name} {key}", src[fname][0].cpu().numpy(), case.outputs[key], 1e-4)
     _report(case, f"features, {mode} (max abs diff / max abs)", errs)
 
 
@@ -154,7 +154,8 @@ def test_proposals(name, mode):
         want_boxes = case.outputs[f"img{i}/proposals/proposal_boxes"]
         want_logits = case.outputs[f"img{i}/proposals/objectness_logits"]
         assert len(p) == len(want_boxes), f"{name} img{i}: {len(p)} proposals, reference {len(want_boxes)}"
-        unmatched, b, o = match_proposals(p.proposal_boxes.tensor.numpy(), p.objectness_logits.numpy(),
+        unmatched, b, o = match_proposals(p.proposal_boxes.tensor.cpu().numpy(),
+                                          p.objectness_logits.cpu().numpy(),
                                           want_boxes, want_logits)
         assert not unmatched, (
             f"{name} img{i}: {len(unmatched)} reference proposals have no counterpart within 1e-2 px "
@@ -173,14 +174,14 @@ def _compare_instances(name, i, inst, out, prefix, errs):
     assert tuple(inst.image_size) == tuple(int(v) for v in out[f"{prefix}image_size"]), (
         f"{name} img{i}: image_size {inst.image_size} != {tuple(out[f'{prefix}image_size'])}"
     )
-    np.testing.assert_array_equal(inst.pred_classes.numpy(), out[f"{prefix}pred_classes"],
+    np.testing.assert_array_equal(inst.pred_classes.cpu().numpy(), out[f"{prefix}pred_classes"],
                                   err_msg=f"{name} img{i} {prefix}pred_classes")
-    errs["boxes px"] = max(errs.get("boxes px", 0), max_abs(inst.pred_boxes.tensor.numpy(), want_boxes))
-    errs["scores"] = max(errs.get("scores", 0), max_abs(inst.scores.numpy(), out[f"{prefix}scores"]))
+    errs["boxes px"] = max(errs.get("boxes px", 0), max_abs(inst.pred_boxes.tensor.cpu().numpy(), want_boxes))
+    errs["scores"] = max(errs.get("scores", 0), max_abs(inst.scores.cpu().numpy(), out[f"{prefix}scores"]))
     assert errs["boxes px"] <= 1e-2, f"{name} img{i} {prefix}pred_boxes differ by {errs['boxes px']:.3g} px"
     assert errs["scores"] <= 1e-4, f"{name} img{i} {prefix}scores differ by {errs['scores']:.3g}"
     if f"{prefix}pred_masks" in out:
-        got = inst.pred_masks.numpy()
+        got = inst.pred_masks.cpu().numpy()
         want = out[f"{prefix}pred_masks"]
         if got.dtype == bool or want.dtype == bool:
             ious = mask_ious(got, want)
@@ -190,7 +191,7 @@ def _compare_instances(name, i, inst, out, prefix, errs):
             errs["mask logits rel"] = max(errs.get("mask logits rel", 0),
                                           assert_relative_map(f"{name} img{i} {prefix}pred_masks", got, want, 1e-3))
     if f"{prefix}pred_keypoints" in out:
-        got = inst.pred_keypoints.numpy()
+        got = inst.pred_keypoints.cpu().numpy()
         want = out[f"{prefix}pred_keypoints"]
         xy = max_abs(got[..., :2], want[..., :2])
         rel = float((np.abs(got[..., 2] - want[..., 2]) / np.maximum(np.abs(want[..., 2]), 1e-12)).max(initial=0))
@@ -220,13 +221,14 @@ def test_instances(name, mode):
             errs["raw images"] = errs.get("raw images", 0) + 1
         if "pred_keypoint_heatmaps" in out:
             want = out["pred_keypoint_heatmaps"]
-            got = raw[i].pred_keypoint_heatmaps[: len(want)].numpy()
+            got = raw[i].pred_keypoint_heatmaps[: len(want)].cpu().numpy()
             errs["heatmaps rel"] = assert_relative_map(f"{name} img{i} heatmaps", got, want, 1e-3)
         if "proposals_postprocessed/proposal_boxes" in out:
             p = outputs[i]["proposals"]
             want = out["proposals_postprocessed/proposal_boxes"]
             assert len(p) == len(want), f"{name} img{i}: {len(p)} proposals, reference {len(want)}"
-            unmatched, b, o = match_proposals(p.proposal_boxes.tensor.numpy(), p.objectness_logits.numpy(),
+            unmatched, b, o = match_proposals(p.proposal_boxes.tensor.cpu().numpy(),
+                                          p.objectness_logits.cpu().numpy(),
                                               want, out["proposals_postprocessed/objectness_logits"])
             assert not unmatched, f"{name} img{i}: {len(unmatched)} postprocessed proposals unmatched"
             errs["proposals px"] = max(errs.get("proposals px", 0), b)
@@ -269,7 +271,10 @@ def test_training_losses(name):
     case = load_case(name)
     if case.losses is None:
         return _check_weights_only_case(case)
-    model = build_reference_model(case)  # a fresh model: training must not disturb the cached one
+    # A fresh model (training must not disturb the cached one), on the CPU whatever
+    # WORKBENCH_DEVICE says: the losses depend on the samplers' torch.randperm draws, which come
+    # from the device's random stream, and the reference drew from the CPU's.
+    model = build_reference_model(case, device="cpu")
     model.train()
     for variant, expected in case.losses["results"].items():
         inputs = training_inputs(case, variant)

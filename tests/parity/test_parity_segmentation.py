@@ -92,7 +92,7 @@ def test_semantic_logits(name, mode):
     compared = 0
     for i in range(case.num_images):
         out = {k[len(f"img{i}/"):]: v for k, v in case.outputs.items() if k.startswith(f"img{i}/")}
-        got = outputs[i]["sem_seg"].numpy()
+        got = outputs[i]["sem_seg"].cpu().numpy()
         if "sem_seg" in out:
             errs["sem_seg rel"] = max(errs["sem_seg rel"], assert_relative_map(
                 f"{name} img{i} sem_seg", got, out["sem_seg"], 1e-3))
@@ -111,7 +111,7 @@ def test_semantic_logits(name, mode):
                 f"{name} img{i}: stored stride-4 logits {want.shape} exceed the model's {tuple(stride4.shape[1:])}"
             )
             errs["stride4 rel"] = max(errs["stride4 rel"], assert_relative_map(
-                f"{name} img{i} raw/sem_seg_logits_stride4", stride4[i, :, :h, :w].numpy(), want, 1e-3))
+                f"{name} img{i} raw/sem_seg_logits_stride4", stride4[i, :, :h, :w].cpu().numpy(), want, 1e-3))
             compared += 1
     assert compared, f"{name}: no semantic segmentation outputs stored to compare"
     _report(name, f"semantic, {mode}", errs)
@@ -131,7 +131,7 @@ def test_panoptic_segmentation(name, mode):
         want_seg = case.outputs[key]
         want_info = per_image[i]["panoptic_segments_info"]
         seg, info = outputs[i]["panoptic_seg"]
-        seg = seg.numpy()
+        seg = seg.cpu().numpy()
         assert seg.dtype == np.int32 and seg.shape == want_seg.shape, (
             f"{name} img{i}: panoptic_seg {seg.dtype} {seg.shape}, reference {want_seg.dtype} {want_seg.shape}"
         )

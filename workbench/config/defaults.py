@@ -31,6 +31,10 @@ _C.MODEL = CN()
 _C.MODEL.LOAD_PROPOSALS = False  # read proposals from the dataset instead of running an RPN
 _C.MODEL.MASK_ON = False
 _C.MODEL.KEYPOINT_ON = False
+# Where the model runs ("cuda", "cuda:1", "cpu"). How inference computes there is not a config
+# key: workbench.utils.perf's switches decide it, per process (WORKBENCH_INFERENCE_OPT=...): on a
+# GPU tf32, autocast ("bf16" / "fp16", post-processing kept in float32) and channels_last, all
+# off by default (full float32, TF32 included); the CPU-only ones step aside off the CPU.
 _C.MODEL.DEVICE = "cuda"
 _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
 # Checkpoint to load: a local path or a URL (detectron2://..., https://...). Empty: random init.

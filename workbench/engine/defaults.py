@@ -57,6 +57,12 @@ class DefaultPredictor:
     Outputs are then inference tensors: read them, copy them, move them freely; to modify one
     in place outside ``torch.inference_mode()`` (``boxes.scale(...)``), ``clone()`` it first.
 
+    On a GPU (``cfg.MODEL.DEVICE = "cuda"``) the resized uint8 images are copied to the device
+    and converted there, outputs stay on the device, and a list of images
+    (:meth:`predict_batch`) runs as one batch. The GPU switches of ``workbench.utils.perf``
+    (``tf32``, ``autocast``, ``channels_last``; all off by default) apply to its model calls as
+    to any inference; the CPU-only ones step aside on their own.
+
     Args:
         cfg: A config; cloned, so later changes to it do not affect the predictor.
 
@@ -146,8 +152,9 @@ class DefaultPredictor:
             return self.model(inputs) if inputs else []
 
     def _prepare(self, image: np.ndarray, index: int = 0) -> Dict[str, Any]:
-        """(H, W, 3) uint8 BGR -> {"image": (C, H', W') float32 tensor, "height": H, "width": W}."""
-        return self.inputs.from_image(image, index)
+        """(H, W, 3) uint8 BGR -> {"image": (C, H', W') float32 tensor, "height": H, "width": W},
+        made on the model's device (on a GPU: uint8 copied, converted there)."""
+        return self.inputs.from_image(image, index, device=getattr(self.model, "device", None))
 
 
 def _inference_context():

@@ -33,7 +33,25 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
             and perf.get_inference_options().threaded_box_ops and not torch.jit.is_tracing()
             and not torch.jit.is_scripting()):
         return _batched_nms_threads(boxes, scores, idxs, iou_threshold)
+    if (boxes.device.type != "cpu" and boxes.numel() <= _VANILLA_ABOVE_ON_DEVICE
+            and not torch.jit.is_tracing() and not torch.jit.is_scripting()):
+        return _batched_nms_offsets(boxes, scores, idxs, iou_threshold)
     return box_ops.batched_nms(boxes, scores, idxs, iou_threshold)
+
+
+# torchvision's batched_nms loops over the categories above this many box coordinates off the CPU.
+_VANILLA_ABOVE_ON_DEVICE = 100_000
+
+
+def _batched_nms_offsets(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
+                         iou_threshold: float) -> torch.Tensor:
+    """torchvision's coordinate trick (each category's boxes shifted by ``category * (max + 1)``
+    so that categories never overlap), the same numbers, without its host-made
+    ``torch.tensor(1)``: on a GPU, copying that to the device waits for the stream."""
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    offsets = idxs.to(boxes) * (boxes.max() + 1)  # (N,)
+    return nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
 def _batched_nms_threads(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,

@@ -233,9 +233,13 @@ class ROIPooler(nn.Module):
         """
         num_levels = len(self.level_poolers)
         num_boxes = len(pooler_fmt_boxes)
-        if not bool(((level_assignments >= 0) & (level_assignments < num_levels)).all()):
+        # Boxes per level, with the out-of-range ones counted in two extra bins (first, last):
+        # one read of the device for both the check and the counts.
+        counts = torch.bincount(level_assignments.clamp(-1, num_levels) + 1,
+                                minlength=num_levels + 2).tolist()
+        if counts[0] or counts[-1]:
             return None
-        counts = torch.bincount(level_assignments, minlength=num_levels).tolist()
+        counts = counts[1:-1]
         order = torch.sort(level_assignments, stable=True).indices
         output = x[0].new_empty((num_boxes, x[0].shape[1]) + self.output_size)
         start = 0

@@ -166,6 +166,11 @@ class Instances:
             if item >= n or item < -n:
                 raise IndexError(f"Instances index {item} out of range for length {n}")
             item = slice(int(item), None, n)  # step n: exactly one element
+        elif (isinstance(item, torch.Tensor) and item.dtype == torch.bool and item.dim() == 1
+              and len(self._fields) > 1 and len(item) == len(self)):
+            # A bool mask becomes indices once: each field indexed by the mask would find them
+            # again (on a GPU, every such search waits for the device).
+            item = item.nonzero().squeeze(1)
         ret = Instances(self._image_size)
         for k, v in self._fields.items():
             ret.set(k, v[item])

@@ -259,8 +259,9 @@ def _decode_heatmaps_fast(maps: torch.Tensor, rois: torch.Tensor) -> torch.Tenso
     heights = (rois[:, 3] - rois[:, 1]).clamp(min=1)
     widths_ceil = widths.ceil()
     heights_ceil = heights.ceil()
-    sizes = torch.stack([heights_ceil, widths_ceil], dim=1).to(torch.int64).tolist()
-    max_scores, positions, denominators, map_widths = [], [], [], []
+    sizes_t = torch.stack([heights_ceil, widths_ceil], dim=1).to(torch.int64)  # (R, 2)
+    sizes = sizes_t.tolist()  # the resize sizes must be host ints: the one sync of the decoder
+    max_scores, positions, denominators = [], [], []
     for i, (h, w) in enumerate(sizes):
         # (1, K, Hm, Wm) -> (1, K, h, w) -> (K, h * w)
         roi_map = F.interpolate(maps[i:i + 1], size=(h, w), mode="bicubic", align_corners=False)
@@ -269,9 +270,8 @@ def _decode_heatmaps_fast(maps: torch.Tensor, rois: torch.Tensor) -> torch.Tenso
         denominators.append((maps[i] - value.view(num_keypoints, 1, 1)).exp_().sum((1, 2)))
         max_scores.append(value)
         positions.append(pos)
-        map_widths.append(w)
     pos = torch.stack(positions)  # (R, K)
-    w = torch.tensor(map_widths, device=maps.device)[:, None]  # (R, 1)
+    w = sizes_t[:, 1:2]  # (R, 1): each resized map's width, already on the device
     x_int = pos % w
     y_int = (pos - x_int) // w
     xy_preds = maps.new_empty(num_rois, num_keypoints, 4)

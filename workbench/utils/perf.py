@@ -1,8 +1,9 @@
 """Switches for the inference-time optimisations, in one place.
 
-All of them change no module name, parameter, buffer or ``state_dict`` key, and apply only where
-they are exact in meaning: in eval mode, without autograd, outside tracing / scripting /
-``torch.compile``. ``tests/parity`` checks every fixture with all switches on and with all off.
+All of them change no module name, parameter, buffer or ``state_dict`` key, and apply only in
+inference: in eval mode (the CPU ones also only without autograd), outside tracing / scripting /
+``torch.compile``. All but ``tf32`` and ``autocast`` (GPU arithmetic, approximate, see below) are
+exact in meaning. ``tests/parity`` checks every fixture with all of those on and with all off.
 
 On by default: ``inference_mode``, ``fast_paste``, ``fast_pooler``, ``fast_keypoints`` and
 ``threaded_box_ops``, which give bit-identical results (they remove overhead around the same
@@ -26,6 +27,21 @@ speed-up (together about 0.7x its time) but can change the last bits:
 
 Turn them on where results need not match the reference bit for bit, e.g.
 ``WORKBENCH_INFERENCE_OPT=fold_batchnorm=1,onednn_layout=1`` for a dataset-scale run.
+
+The CPU-only switches (``onednn_layout``, ``fast_paste``, ``threaded_box_ops``) step aside by
+themselves for tensors on any other device. Three switches are for the GPU (CUDA), all off by
+default:
+
+* ``channels_last`` is a layout, like ``onednn_layout``: the same convolutions, other cuDNN
+  kernels (results within float32 rounding, not bit for bit). ``enabled=True`` turns it on, so
+  the parity suite guards it wherever it runs on CUDA.
+* ``tf32`` and ``autocast`` change the arithmetic: documented as approximate, never turned on
+  by ``enabled=True``. With ``tf32`` off, workbench's inference runs convolutions and matmuls in
+  full float32 even though torch's own default lets cuDNN use TF32 for convolutions: the switch
+  sets both flags for the forward and restores what it found. ``autocast`` ("bf16" / "fp16")
+  runs the backbone and the heads under ``torch.autocast`` (on any device; on CPU only bf16
+  makes sense); box decoding, NMS, mask and keypoint post-processing always run in float32
+  (:class:`full_precision`, :func:`float32`), so outputs are float32 whatever the switch says.
 
 ================== ====================================================================
 switch             what it does
@@ -53,6 +69,14 @@ threaded_box_ops   torchvision's CPU ``roi_align`` / ``roi_pool`` / ``nms`` kern
                    thread whatever ``torch.get_num_threads()`` says: ROI pooling splits its
                    boxes, per-class NMS its classes, over that many threads. Each box (class)
                    is computed on its own, so the results are the same.
+channels_last      CUDA: the backbone takes its input batch in ``torch.channels_last``
+                   memory format (cuDNN's NHWC kernels; the layout carries through the
+                   network). Off by default; in ``enabled=True``.
+tf32               CUDA: convolutions and matmuls may use TF32 (10-bit mantissa products)
+                   during inference. Approximate; off by default and in ``enabled=True``.
+autocast           "off" (default), "bf16" or "fp16": backbone and heads under
+                   ``torch.autocast`` of that dtype, post-processing in float32.
+                   Approximate; never turned on by ``enabled=True``.
 ================== ====================================================================
 
 Turn them on or off (all or some), for a measurement or when bisecting a numerical question::
@@ -62,6 +86,8 @@ Turn them on or off (all or some), for a measurement or when bisecting a numeric
     with perf.inference_options(enabled=False):      # everything off inside the block
         outputs = model(inputs)
     with perf.inference_options(enabled=True):       # everything on, fold_batchnorm included
+        outputs = model(inputs)                      # (tf32 and autocast stay off)
+    with perf.inference_options(autocast="bf16"):    # the GPU's approximate arithmetic
         outputs = model(inputs)
     with perf.inference_options(onednn_layout=False):  # one switch
         ...
@@ -69,7 +95,7 @@ Turn them on or off (all or some), for a measurement or when bisecting a numeric
 
 or from the environment, read at import: ``WORKBENCH_INFERENCE_OPT=0`` turns everything off,
 ``WORKBENCH_INFERENCE_OPT=fold_batchnorm=1,onednn_layout=0`` sets the named ones (the others
-keep their defaults).
+keep their defaults); ``autocast=bf16`` names the autocast dtype.
 
 Why not config keys: these switches change how the computation is scheduled, not what the
 model is; a checkpoint's config should not carry them, and they must also reach models not built
@@ -81,10 +107,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 
@@ -93,10 +120,16 @@ __all__ = [
     "get_inference_options",
     "set_inference_options",
     "inference_options",
+    "inference_precision",
+    "full_precision",
+    "float32",
     "ENV_VAR",
 ]
 
 ENV_VAR = "WORKBENCH_INFERENCE_OPT"
+# The ``autocast`` switch's values.
+AUTOCAST_DTYPES: Dict[str, Optional[torch.dtype]] = {"off": None, "bf16": torch.bfloat16,
+                                                     "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -111,14 +144,28 @@ class InferenceOptions:
     fast_pooler: bool = True
     fast_keypoints: bool = True
     threaded_box_ops: bool = True
+    # GPU switches, off by default; tf32 and autocast are approximate (never in all_on()).
+    channels_last: bool = False
+    tf32: bool = False
+    autocast: str = "off"
+
+    APPROXIMATE = ("tf32", "autocast")
+
+    def __post_init__(self) -> None:
+        if self.autocast not in AUTOCAST_DTYPES:
+            raise ValueError(f"InferenceOptions.autocast must be one of {sorted(AUTOCAST_DTYPES)}, "
+                             f"got {self.autocast!r}.")
 
     @classmethod
     def all_off(cls) -> "InferenceOptions":
-        return cls(**{f.name: False for f in dataclasses.fields(cls)})
+        return cls(**{f.name: False for f in dataclasses.fields(cls) if f.type in (bool, "bool")})
 
     @classmethod
     def all_on(cls) -> "InferenceOptions":
-        return cls(**{f.name: True for f in dataclasses.fields(cls)})
+        """Every switch whose results stay within float32 rounding (fold_batchnorm and the
+        layouts included): what the parity suite checks as "opt_on". tf32 and autocast stay off."""
+        return cls(**{f.name: f.name not in cls.APPROXIMATE
+                      for f in dataclasses.fields(cls) if f.type in (bool, "bool")})
 
     @classmethod
     def from_env(cls, value: Optional[str]) -> "InferenceOptions":
@@ -137,6 +184,12 @@ class InferenceOptions:
             name = name.strip()
             if name not in names:
                 raise ValueError(f"{ENV_VAR}: unknown option {name!r}; expected one of {sorted(names)}.")
+            if name == "autocast":
+                if flag.strip() not in AUTOCAST_DTYPES:
+                    raise ValueError(f"{ENV_VAR}: {item!r} should be autocast=" + " or autocast=".join(
+                        sorted(AUTOCAST_DTYPES)) + ".")
+                changes[name] = flag.strip()
+                continue
             if flag.strip() not in ("0", "1", "on", "off", "true", "false"):
                 raise ValueError(f"{ENV_VAR}: {item!r} should be {name}=0 or {name}=1.")
             changes[name] = flag.strip() in ("1", "on", "true")
@@ -151,7 +204,7 @@ def get_inference_options() -> InferenceOptions:
     return _options
 
 
-def set_inference_options(options: Optional[InferenceOptions] = None, **changes: bool) -> InferenceOptions:
+def set_inference_options(options: Optional[InferenceOptions] = None, **changes: Any) -> InferenceOptions:
     """Replace the options process-wide (``options``, then ``changes`` on top); returns the old ones."""
     global _options
     old = _options
@@ -161,9 +214,10 @@ def set_inference_options(options: Optional[InferenceOptions] = None, **changes:
 
 
 @contextlib.contextmanager
-def inference_options(enabled: Optional[bool] = None, **changes: bool) -> Iterator[InferenceOptions]:
+def inference_options(enabled: Optional[bool] = None, **changes: Any) -> Iterator[InferenceOptions]:
     """Set options for the ``with`` block: ``enabled=False`` / ``True`` turns every switch off /
-    on first (``fold_batchnorm`` included), keyword arguments then set single ones. Restores the
+    on first (``fold_batchnorm`` included; ``tf32`` and ``autocast`` stay off, see
+    :meth:`InferenceOptions.all_on`), keyword arguments then set single ones. Restores the
     previous options on exit."""
     if enabled is None:
         base = _options
@@ -283,3 +337,114 @@ def map_in_threads(fn: Callable, items: Sequence) -> list:
             return fn(item)
 
     return list(thread_pool(min(len(items), torch.get_num_threads())).map(run, items))
+
+
+# -- GPU switches: TF32, autocast, channels_last ---------------------------------------------
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+
+
+@contextlib.contextmanager
+def _cuda_tf32(allow: bool) -> Iterator[None]:
+    """cuDNN convolutions and CUDA matmuls with (``allow``) or without TF32, restored on exit.
+
+    Through torch's per-backend precision flags where they exist (torch >= 2.9: the legacy
+    ``allow_tf32`` properties raise once the two APIs have been mixed), else the legacy ones.
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        matmul = torch.backends.cuda.matmul
+        old = (conv.fp32_precision, matmul.fp32_precision)
+        conv.fp32_precision = matmul.fp32_precision = "tf32" if allow else "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision, matmul.fp32_precision = old
+        return
+    old_legacy = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old_legacy
+
+
+@contextlib.contextmanager
+def inference_precision(device: torch.device) -> Iterator[None]:
+    """The arithmetic of one inference on ``device``: the meta-architectures run their
+    inference (backbone, heads, post-processing) inside it.
+
+    On CUDA, TF32 as the ``tf32`` switch says (off: full float32, whatever torch's flags say;
+    they are restored on exit). With ``autocast`` "bf16" / "fp16", ``torch.autocast`` of that
+    dtype on ``device``'s type, outside tracing / scripting / ``torch.compile``; the
+    post-processing steps leave it (:class:`full_precision`). Nothing else on other devices.
+    """
+    dtype = AUTOCAST_DTYPES[_options.autocast]
+    with contextlib.ExitStack() as stack:
+        if device.type == "cuda":
+            stack.enter_context(_cuda_tf32(_options.tf32))
+        if dtype is not None and _plain_eager():
+            stack.enter_context(torch.autocast(device.type, dtype=dtype))
+        yield
+
+
+def in_inference_precision(method: Callable) -> Callable:
+    """Decorator for a meta-architecture's ``forward`` / ``inference``: in eval mode the call
+    runs inside :func:`inference_precision` on the model's ``device``; training is untouched."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.training:
+            return method(self, *args, **kwargs)
+        with inference_precision(self.device):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class full_precision(contextlib.ContextDecorator):
+    """Context manager / decorator: ``torch.autocast`` off inside (on every device type where
+    it is on), for the post-processing steps (box decoding and selection, mask and keypoint
+    decoding): they run in float32 when the backbone and heads run under the ``autocast``
+    switch. Their inputs are cast with :func:`float32`. A no-op when autocast is off."""
+
+    def _recreate_cm(self):
+        return type(self)()  # a fresh instance per decorated call (re-entrant, thread-safe)
+
+    def __enter__(self) -> "full_precision":
+        self._stack = contextlib.ExitStack()
+        for device_type in ("cuda", "cpu"):
+            if _autocast_enabled(device_type):
+                self._stack.enter_context(torch.autocast(device_type, enabled=False))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def float32(x: Any) -> Any:
+    """``x`` with every float16 / bfloat16 tensor cast to float32 (``x`` may be a tensor or
+    nested lists / tuples of them); anything else, float32 tensors included, is returned as it
+    is (the same objects). For the inputs of post-processing under the ``autocast`` switch."""
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.dtype in _HALF else x
+    if type(x) in (list, tuple):
+        items = [float32(t) for t in x]
+        return x if all(a is b for a, b in zip(items, x)) else type(x)(items)
+    return x
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in ``torch.channels_last`` memory format if the ``channels_last`` switch is on, ``x``
+    is a 4-d CUDA tensor and execution is eager; else ``x`` itself (same values either way)."""
+    if (_options.channels_last and x.dim() == 4 and x.device.type == "cuda" and not x.is_mkldnn
+            and _plain_eager()):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from workbench.layers import batched_nms
 from workbench.structures import Boxes, ImageList, Instances
+from workbench.utils import perf
 from workbench.utils.events import get_event_storage
 
 from ..backbone import Backbone
@@ -228,6 +229,7 @@ class DenseDetector(PixelNormalizer, nn.Module):
         self.input_format: Optional[str] = None
         self.vis_period = 0
 
+    @perf.in_inference_precision  # in eval mode: the GPU precision switches (workbench.utils.perf)
     def forward(self, batched_inputs: List[Dict]):
         """
         Args:
@@ -390,8 +392,10 @@ class DenseDetector(PixelNormalizer, nn.Module):
             ``Instances`` with "pred_boxes", "scores" and "pred_classes".
         """
         keep_idxs = pred_scores > score_thresh  # (Hi*Wi*A, K) bool
-        pred_scores = pred_scores[keep_idxs]  # (M,), row-major over (anchor, class)
-        topk_idxs = torch.nonzero(keep_idxs)  # (M, 2): (anchor index, class index)
+        topk_idxs = torch.nonzero(keep_idxs)  # (M, 2): (anchor index, class index), row-major
+        # (M,): indexed by the pairs rather than by the mask again, the same values in the same
+        # order without a second search (on a GPU, each waits for the device)
+        pred_scores = pred_scores[topk_idxs[:, 0], topk_idxs[:, 1]]
 
         num_topk = min(topk_candidates, topk_idxs.shape[0])
         pred_scores, idxs = pred_scores.topk(num_topk)

@@ -39,6 +39,7 @@ from torch.nn import functional as F
 
 from workbench.layers import ShapeSpec, sigmoid_focal_loss
 from workbench.structures import Boxes, ImageList, Instances, pairwise_point_box_distance
+from workbench.utils import perf
 from workbench.utils.events import get_event_storage
 
 from ..anchor_generator import DefaultAnchorGenerator
@@ -310,8 +311,10 @@ class FCOS(DenseDetector):
 
     # -- inference -----------------------------------------------------------------------------
 
+    @perf.full_precision()  # decoding and NMS in float32 under workbench.utils.perf's autocast
     def forward_inference(self, images: ImageList, features: List[Tensor],
                           predictions: List[List[Tensor]]) -> List[Instances]:
+        predictions = perf.float32(predictions)
         # L x (N, K, Hi, Wi) -> L x (N, Hi*Wi, K); the same with 4 and 1 for boxes, centerness.
         pred_logits, pred_anchor_deltas, pred_centerness = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]

@@ -32,6 +32,7 @@ from .postprocessing import detector_postprocess, sem_seg_postprocess
 from .preprocess import output_size, postprocess_per_image
 from .rcnn import GeneralizedRCNN
 from .semantic_seg import _pad_sem_seg_targets, build_sem_seg_head
+from workbench.utils import perf
 from workbench.utils.events import get_event_storage
 
 __all__ = ["PanopticFPN", "combine_semantic_and_instance_outputs"]
@@ -138,6 +139,7 @@ class PanopticFPN(GeneralizedRCNN):
     # GeneralizedRCNN.inference's signature is kept (detected_instances before do_postprocess)
     # so the override stays substitutable; detectron2's PanopticFPN.inference has no
     # detected_instances, so call it with do_postprocess= by keyword, as detectron2 code does.
+    @perf.in_inference_precision  # the GPU precision switches (workbench.utils.perf)
     def inference(self, batched_inputs: List[Dict], detected_instances: Optional[List[Instances]] = None,
                   do_postprocess: bool = True) -> Union[List[Dict], Tuple[List[Instances], Tensor]]:
         """Run inference on ``batched_inputs``.
@@ -236,45 +238,51 @@ def combine_semantic_and_instance_outputs(
         )
     panoptic_seg = torch.zeros_like(semantic_results, dtype=torch.int32)
 
+    # The per-instance numbers are read from the device once, not one .item() per instance and
+    # field: on a GPU, every read waits for the device. What stays per instance is one read of
+    # its mask area and overlap, which depend on the instances placed before it.
     sorted_inds = torch.argsort(-instance_results.scores)
+    sorted_scores = instance_results.scores[sorted_inds].tolist()
+    sorted_ids, sorted_classes = torch.stack(
+        [sorted_inds, instance_results.pred_classes[sorted_inds].to(sorted_inds.dtype)]).tolist()
     current_segment_id = 0
     segments_info: List[Dict] = []
     instance_masks = masks.to(dtype=torch.bool, device=panoptic_seg.device)
 
-    for inst_id in sorted_inds:
-        score = instance_results.scores[inst_id].item()
+    for inst_id, score, category in zip(sorted_ids, sorted_scores, sorted_classes):
         if score < instances_score_thresh:
             break  # sorted: every later instance scores lower
         mask = instance_masks[inst_id]  # (H, W)
-        mask_area = mask.sum().item()
+        intersect = mask & (panoptic_seg > 0)
+        mask_area, intersect_area = torch.stack([mask.sum(), intersect.sum()]).tolist()
         if mask_area == 0:
             continue
-        intersect = (mask > 0) & (panoptic_seg > 0)
-        intersect_area = intersect.sum().item()
         if intersect_area * 1.0 / mask_area > overlap_threshold:
             continue
         if intersect_area > 0:
             mask = mask & (panoptic_seg == 0)
 
         current_segment_id += 1
-        panoptic_seg[mask] = current_segment_id
+        panoptic_seg.masked_fill_(mask, current_segment_id)
         segments_info.append({
             "id": current_segment_id,
             "isthing": True,
             "score": score,
-            "category_id": instance_results.pred_classes[inst_id].item(),
-            "instance_id": inst_id.item(),
+            "category_id": category,
+            "instance_id": inst_id,
         })
 
-    for semantic_label in torch.unique(semantic_results).cpu().tolist():
-        if semantic_label == 0:  # the "things" class of the semantic head
-            continue
-        mask = (semantic_results == semantic_label) & (panoptic_seg == 0)
-        mask_area = mask.sum().item()
+    # Stuff classes take disjoint pixels (one class each), so every class's free area can be
+    # read before any is placed: one read for all of them.
+    stuff_labels = [int(v) for v in torch.unique(semantic_results).tolist() if v != 0]
+    free = panoptic_seg == 0
+    stuff_masks = [(semantic_results == label) & free for label in stuff_labels]
+    stuff_areas = torch.stack([m.sum() for m in stuff_masks]).tolist() if stuff_masks else []
+    for semantic_label, mask, mask_area in zip(stuff_labels, stuff_masks, stuff_areas):
         if mask_area < stuff_area_thresh:
             continue
         current_segment_id += 1
-        panoptic_seg[mask] = current_segment_id
+        panoptic_seg.masked_fill_(mask, current_segment_id)
         segments_info.append({
             "id": current_segment_id,
             "isthing": False,

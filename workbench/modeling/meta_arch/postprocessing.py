@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from workbench.structures import Instances, ROIMasks
+from workbench.utils import perf
 
 from ..recording import active_recorder
 
@@ -36,6 +37,7 @@ class PostprocessRecord:
     scale: Tuple[float, float]
 
 
+@perf.full_precision()  # float32 under workbench.utils.perf's autocast switch
 def detector_postprocess(results: Instances, output_height: Union[int, torch.Tensor],
                          output_width: Union[int, torch.Tensor],
                          mask_threshold: float = 0.5) -> Instances:
@@ -102,6 +104,7 @@ def detector_postprocess(results: Instances, output_height: Union[int, torch.Ten
     return results
 
 
+@perf.full_precision()
 def sem_seg_postprocess(result: torch.Tensor, img_size: Tuple[int, int], output_height: int,
                         output_width: int) -> torch.Tensor:
     """Crop the padding off (C, H_pad, W_pad) logits and resize them bilinearly to the output.
@@ -110,9 +113,9 @@ def sem_seg_postprocess(result: torch.Tensor, img_size: Tuple[int, int], output_
         result: (C, H_pad, W_pad) semantic logits of one padded image.
         img_size: (h, w) of the image before padding.
     Returns:
-        (C, output_height, output_width) logits.
+        (C, output_height, output_width) logits, float32 (also under the autocast switch).
     """
     # (C, H_pad, W_pad) -> (1, C, h, w)
-    result = result[:, : img_size[0], : img_size[1]].expand(1, -1, -1, -1)
+    result = perf.float32(result[:, : img_size[0], : img_size[1]]).expand(1, -1, -1, -1)
     return F.interpolate(result, size=(output_height, output_width), mode="bilinear",
                          align_corners=False)[0]

@@ -2,7 +2,8 @@
 
 Before: check the ``list[dict]`` inputs, move each "image" (C, H, W) to the model's device,
 normalise it with ``PIXEL_MEAN`` / ``PIXEL_STD`` and pad the batch into an ``ImageList``
-(N, C, Hp, Wp) whose sizes honour the backbone's ``size_divisibility``.
+(N, C, Hp, Wp) whose sizes honour the backbone's ``size_divisibility`` (in channels-last
+memory format for a CUDA inference with ``workbench.utils.perf``'s ``channels_last`` on).
 After: rescale each image's results to its requested "height" / "width".
 """
 
@@ -15,6 +16,7 @@ import torch
 
 from workbench.layers import move_device_like
 from workbench.structures import ImageList, Instances
+from workbench.utils import perf
 
 from .postprocessing import detector_postprocess
 
@@ -152,10 +154,14 @@ class PixelNormalizer:
         images = [(x - self.pixel_mean) / self.pixel_std for x in images]
         dtype = self.pixel_mean.dtype
         images = [x if x.dtype == dtype else x.to(dtype) for x in images]
-        return ImageList.from_tensors(
+        batch = ImageList.from_tensors(
             images, self.backbone.size_divisibility,
             padding_constraints=self.backbone.padding_constraints,
         )
+        if not getattr(self, "training", False):
+            # workbench.utils.perf's channels_last switch (CUDA inference): same values, NHWC.
+            batch.tensor = perf.channels_last(batch.tensor)
+        return batch
 
 
 def postprocess_per_image(results: List[Instances], batched_inputs: List[Dict],

@@ -21,6 +21,7 @@ from torch import nn
 
 from workbench.config import configurable
 from workbench.structures import Instances
+from workbench.utils import perf
 from workbench.utils.events import get_event_storage
 
 from ..backbone import Backbone, build_backbone
@@ -157,6 +158,7 @@ class GeneralizedRCNN(PixelNormalizer, nn.Module):
         check_given_proposals(batched_inputs)
         return [x["proposals"].to(self.device) for x in batched_inputs]
 
+    @perf.in_inference_precision  # the GPU precision switches (workbench.utils.perf)
     def inference(self, batched_inputs: List[Dict], detected_instances: Optional[List[Instances]] = None,
                   do_postprocess: bool = True):
         """Run inference on ``batched_inputs``.
@@ -226,6 +228,7 @@ class ProposalNetwork(PixelNormalizer, nn.Module):
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
 
+    @perf.in_inference_precision  # in eval mode: the GPU precision switches
     def forward(self, batched_inputs: List[Dict]):
         if self.training:
             get_event_storage()

@@ -31,6 +31,7 @@ from workbench.config import configurable
 from workbench.layers import ShapeSpec, cat, get_norm, sigmoid_focal_loss
 from workbench.layers.cycle_batch_norm import CycleBatchNormList
 from workbench.structures import Boxes, ImageList, Instances, pairwise_iou
+from workbench.utils import perf
 from workbench.utils.events import get_event_storage
 
 from ..anchor_generator import build_anchor_generator
@@ -254,8 +255,10 @@ class RetinaNet(DenseDetector):
 
     # -- inference -----------------------------------------------------------------------------
 
+    @perf.full_precision()  # decoding and NMS in float32 under workbench.utils.perf's autocast
     def forward_inference(self, images: ImageList, features: List[Tensor],
                           predictions: List[List[Tensor]]) -> List[Instances]:
+        predictions = perf.float32(predictions)
         # L x (N, A*K, Hi, Wi) -> L x (N, Hi*Wi*A, K); same for the deltas with 4.
         pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4]

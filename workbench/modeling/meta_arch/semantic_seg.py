@@ -24,6 +24,7 @@ from workbench.config import configurable
 from workbench.layers import Conv2d, ShapeSpec, get_norm, move_device_like
 from workbench.layers.weight_init import c2_msra_fill
 from workbench.structures import ImageList
+from workbench.utils import perf
 from workbench.utils.registry import Registry
 
 from ..backbone import Backbone, build_backbone
@@ -108,6 +109,7 @@ class SemanticSegmentor(PixelNormalizer, nn.Module):
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
 
+    @perf.in_inference_precision  # in eval mode: the GPU precision switches (workbench.utils.perf)
     def forward(self, batched_inputs: List[Dict]):
         """
         Args:
@@ -238,8 +240,10 @@ class SemSegFPNHead(nn.Module):
             if targets is None:
                 raise ValueError("SemSegFPNHead needs targets in training mode.")
             return None, self.losses(x, targets)
-        # (N, C, Hp/s, Wp/s) -> (N, C, Hp, Wp)
-        x = F.interpolate(x, scale_factor=self.common_stride, mode="bilinear", align_corners=False)
+        # (N, C, Hp/s, Wp/s) -> (N, C, Hp, Wp), in float32 under workbench.utils.perf's autocast
+        with perf.full_precision():
+            x = F.interpolate(perf.float32(x), scale_factor=self.common_stride, mode="bilinear",
+                              align_corners=False)
         return x, {}
 
     def layers(self, features: Dict[str, Tensor]) -> Tensor:

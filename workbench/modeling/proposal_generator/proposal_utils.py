@@ -153,9 +153,10 @@ def find_top_rpn_proposals(
                 anchor = anchor[valid_mask]
         boxes.clip(image_size)
 
-        # Drop empty (or too small) boxes.
-        keep = boxes.nonempty(threshold=min_box_size)
-        if keep.sum().item() != len(boxes):
+        # Drop empty (or too small) boxes. One search for the kept rows (on a GPU, it waits for
+        # the device) serves the count and the indexing.
+        keep = boxes.nonempty(threshold=min_box_size).nonzero().squeeze(1)
+        if len(keep) != len(boxes):
             boxes, scores_per_img, lvl = boxes[keep], scores_per_img[keep], lvl[keep]
             if return_selection:
                 anchor = anchor[keep]

@@ -487,6 +487,7 @@ class RPN(nn.Module):
                 proposals=proposals, image_sizes=list(images.image_sizes), selection=selection))
         return proposals, losses
 
+    @perf.full_precision()  # box decoding and NMS in float32 under the autocast switch
     def predict_proposals(
         self,
         anchors: List[Boxes],
@@ -504,6 +505,8 @@ class RPN(nn.Module):
             decreasing objectness.
         """
         rec = active_recorder(self)
+        pred_objectness_logits = perf.float32(pred_objectness_logits)
+        pred_anchor_deltas = perf.float32(pred_anchor_deltas)
         with torch.no_grad():
             pred_proposals = self._decode_proposals(anchors, pred_anchor_deltas)
             out = type(self).find_top_proposals(

@@ -28,6 +28,7 @@ from workbench.config import configurable
 from workbench.layers import ShapeSpec, batched_nms, cat, cross_entropy, nonzero_tuple
 from workbench.modeling.box_regression import Box2BoxTransform, _dense_box_regression_loss
 from workbench.structures import Boxes, Instances
+from workbench.utils import perf
 from workbench.utils.events import get_event_storage
 
 from ..recording import SelectionSettings, active_recorder
@@ -146,11 +147,13 @@ def fast_rcnn_inference_single_image(
     filter_mask = scores > score_thresh  # (R, K)
     # (R', 2): column 0 is the ROI index, column 1 the class, in row-major order of filter_mask.
     filter_inds = filter_mask.nonzero()
+    # Indexed by filter_inds rather than by the mask again: the same rows in the same order,
+    # and no second search for them (on a GPU, each waits for the device).
     if num_bbox_reg_classes == 1:
         boxes = boxes[filter_inds[:, 0], 0]  # (R, 1, B) -> (R', B)
     else:
-        boxes = boxes[filter_mask]  # (R, K, B) -> (R', B)
-    scores = scores[filter_mask]  # (R, K) -> (R',)
+        boxes = boxes[filter_inds[:, 0], filter_inds[:, 1]]  # (R, K, B) -> (R', B)
+    scores = scores[filter_inds[:, 0], filter_inds[:, 1]]  # (R, K) -> (R',)
 
     # 2. NMS per class; keep is sorted by decreasing score.
     nms_keep = nms_fn(boxes, scores, filter_inds[:, 1], nms_thresh)
@@ -499,6 +502,7 @@ class FastRCNNOutputLayers(nn.Module):
         )
         return loss_box_reg / max(gt_classes.numel(), 1.0)
 
+    @perf.full_precision()  # post-processing: float32 under the autocast switch
     def inference(
         self,
         predictions: Tuple[torch.Tensor, torch.Tensor],
@@ -516,12 +520,14 @@ class FastRCNNOutputLayers(nn.Module):
         image_shapes = [x.image_size for x in proposals]
         return self.select(boxes, scores, image_shapes)
 
+    @perf.full_precision()
     def select(self, boxes: List[torch.Tensor], scores: List[torch.Tensor],
                image_shapes: List[Tuple[int, int]]) -> Tuple[List[Instances], List[torch.Tensor]]:
         """``fast_rcnn_inference`` (the class's ``selection_fn``) with this layer's test
         settings (also for a cascade's stage-averaged scores); under a stage recorder, puts a
-        ``"box_selection"`` record."""
+        ``"box_selection"`` record. Runs in float32 (``workbench.utils.perf.full_precision``)."""
         rec = active_recorder(self)
+        boxes, scores = perf.float32(boxes), perf.float32(scores)
         out = type(self).selection_fn(
             boxes, scores, image_shapes, self.test_score_thresh, self.test_nms_thresh,
             self.test_topk_per_image, return_selection=rec is not None,
@@ -566,27 +572,33 @@ class FastRCNNOutputLayers(nn.Module):
         num_prop_per_image = [len(p) for p in proposals]
         return predict_boxes.split(num_prop_per_image)
 
+    @perf.full_precision()
     def predict_boxes(
         self,
         predictions: Tuple[torch.Tensor, torch.Tensor],
         proposals: List[Instances],
     ) -> List[torch.Tensor]:
-        """Per image, decoded boxes (Ri, K*4) (or (Ri, 4) class-agnostic), not yet clipped."""
+        """Per image, decoded boxes (Ri, K*4) (or (Ri, 4) class-agnostic), not yet clipped;
+        float32 (``workbench.utils.perf.full_precision``)."""
         if not len(proposals):
             return []
         _, proposal_deltas = predictions
+        proposal_deltas = perf.float32(proposal_deltas)
         num_prop_per_image = [len(p) for p in proposals]
         proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)  # (R, 4)
         predict_boxes = self.box2box_transform.apply_deltas(proposal_deltas, proposal_boxes)
         return predict_boxes.split(num_prop_per_image)
 
+    @perf.full_precision()
     def predict_probs(
         self,
         predictions: Tuple[torch.Tensor, torch.Tensor],
         proposals: List[Instances],
     ) -> List[torch.Tensor]:
-        """Per image, class probabilities (Ri, K+1): softmax, or sigmoid with use_sigmoid_ce."""
+        """Per image, class probabilities (Ri, K+1): softmax, or sigmoid with use_sigmoid_ce;
+        float32 (``workbench.utils.perf.full_precision``)."""
         scores, _ = predictions
+        scores = perf.float32(scores)
         num_inst_per_image = [len(p) for p in proposals]
         if self.use_sigmoid_ce:
             probs = scores.sigmoid()

@@ -147,6 +147,7 @@ def keypoint_rcnn_loss(
     return keypoint_loss / normalizer
 
 
+@perf.full_precision()  # post-processing: float32 under the autocast switch
 def keypoint_rcnn_inference(
     pred_keypoint_logits: torch.Tensor, pred_instances: List[Instances]
 ) -> None:
@@ -167,13 +168,14 @@ def keypoint_rcnn_inference(
     # list of (R_i, 4) -> (R, 4)
     bboxes_flat = cat([b.pred_boxes.tensor for b in pred_instances], dim=0)
 
-    pred_keypoint_logits = pred_keypoint_logits.detach()
+    pred_keypoint_logits = perf.float32(pred_keypoint_logits.detach())  # decoded in float32
     # (R, K, 4) as (x, y, logit, score)
     keypoint_results = heatmaps_to_keypoints(pred_keypoint_logits, bboxes_flat.detach())
     num_instances_per_image = [len(i) for i in pred_instances]
-    xy_score = torch.tensor([0, 1, 3], device=keypoint_results.device)
-    # (R, K, 4) -> (R, K, 3): keep x, y and the softmax score
-    keypoint_results = keypoint_results[:, :, xy_score].split(num_instances_per_image, dim=0)
+    # (R, K, 4) -> (R, K, 3): keep x, y and the softmax score (slices: no index tensor to copy
+    # to the device)
+    keypoint_results = torch.cat([keypoint_results[:, :, 0:2], keypoint_results[:, :, 3:4]], dim=2)
+    keypoint_results = keypoint_results.split(num_instances_per_image, dim=0)
     heatmap_results = pred_keypoint_logits.split(num_instances_per_image, dim=0)
 
     for keypoints_per_image, heatmaps_per_image, instances_per_image in zip(

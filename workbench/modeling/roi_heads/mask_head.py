@@ -157,8 +157,10 @@ def mask_rcnn_loss(
     return F.binary_cross_entropy_with_logits(pred_mask_logits, gt_masks_t, reduction="mean")
 
 
+@perf.full_precision()  # post-processing: float32 under the autocast switch
 def mask_rcnn_inference(pred_mask_logits: torch.Tensor, pred_instances: List[Instances]) -> None:
-    """Attach to each predicted instance the soft mask of its predicted class.
+    """Attach to each predicted instance the soft mask of its predicted class (float32
+    probabilities, whatever the logits' dtype).
 
     Args:
         pred_mask_logits: (R, K, M, M) mask logits, K = number of classes or 1 (class-agnostic).
@@ -175,12 +177,12 @@ def mask_rcnn_inference(pred_mask_logits: torch.Tensor, pred_instances: List[Ins
     cls_agnostic_mask = pred_mask_logits.size(1) == 1
 
     if cls_agnostic_mask:
-        mask_probs_pred = pred_mask_logits.sigmoid()  # (R, 1, M, M)
+        mask_probs_pred = perf.float32(pred_mask_logits).sigmoid()  # (R, 1, M, M)
     else:
         class_pred = cat([i.pred_classes for i in pred_instances]).to(pred_mask_logits.device)
         indices = torch.arange(pred_mask_logits.shape[0], device=pred_mask_logits.device)
         # (R, K, M, M) -> (R, M, M) -> (R, 1, M, M): the channel of the predicted class
-        mask_probs_pred = pred_mask_logits[indices, class_pred][:, None].sigmoid()
+        mask_probs_pred = perf.float32(pred_mask_logits[indices, class_pred][:, None]).sigmoid()
 
     num_boxes_per_image = [len(i) for i in pred_instances]
     for prob, instances in zip(mask_probs_pred.split(num_boxes_per_image, dim=0), pred_instances):
