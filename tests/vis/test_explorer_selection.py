@@ -178,6 +178,53 @@ def test_one_detection_and_one_threshold_for_every_tab(explorer):
     # The heads offer what the detections tab shows: its threshold and class filter.
     det.set(score_thresh=0.9)
     shown = set(det.shown_rows().tolist())
-    masks.redraw()
-    offered = {v for _, v in masks.controls["detection"].options} - {-1}
-    assert offered == shown
+    offered = {v for _, v in masks.controls["detection"].options} - {-1}  # hidden, yet up to date
+    assert offered == shown and masks._stale
+
+
+def test_one_action_one_redraw_with_a_detection_chosen(explorer):
+    """A chosen detection, then another image: the tab on screen redraws once, the choice is
+    cleared everywhere (a row number would name another object there)."""
+    ex = explorer
+    det, masks = ex.detections, ex.masks
+    det.set(image=0, score_thresh=0.5)
+    det.set(detection=int(det.last.drawn["kept"][1]))
+    before = {k: t.renders for k, t in ex.tabs.items()}
+    ex.image.value = 1  # as the browser's slider does
+    after = {k: t.renders for k, t in ex.tabs.items()}
+    assert {k: after[k] - before[k] for k in after} == {k: int(k == "detections") for k in after}
+    assert det.state["detection"] == masks.state["detection"] == ex.keypoints.state["detection"] == -1
+    ex.select("masks")
+    before = masks.renders
+    ex.image.value = 0
+    assert masks.renders == before + 1
+    masks.set(detection=int(det.shown_rows()[0]))  # chosen on the masks tab: one redraw there
+    assert masks.renders == before + 2 and det.state["detection"] == masks.state["detection"]
+    before = masks.renders
+    det.set(score_thresh=0.99, classes=[])  # filters from Python while the masks tab is shown
+    assert masks.renders == before + 1
+
+
+def test_set_checks_a_detection_against_the_values_before_it(shapes_case):
+    model, tr, meta = shapes_case
+    det = vis.DetectionExplorer(model, tr, meta)
+    det.set(score_thresh=0.9)
+    row = int(vis.detection_explorer.rows_passing(tr.outputs[1]["instances"], 0.3, ())[-1])
+    det.set(image=1, score_thresh=0.3, detection=row)  # listed only once image and threshold are set
+    assert det.state["detection"] == row and det.last.drawn["highlight"] == row
+    with pytest.raises(ValueError, match="'detection' has no option"):
+        det.set(score_thresh=0.99, detection=row)
+
+
+def test_source_change_keeps_the_level_and_opens_the_channels(shapes_case):
+    model, tr, _ = shapes_case
+    fx = vis.FeatureExplorer(tr, model)
+    renders = fx.renders
+    fx.set(source="bottom_up")
+    assert fx.renders == renders + 1 and fx.state["level"] == "res2"
+    assert fx.controls["channel"].max == max(int(f.shape[1]) for f in tr.backbone.bottom_up.values()) - 1
+    fx.set(level="res4", channel=200)
+    np.testing.assert_array_equal(fx.last.drawn["arrays"]["res4"], tr.backbone.bottom_up["res4"][0, 200].numpy())
+    renders = fx.renders
+    fx.controls["level"].value = "res5"  # as the browser does: one redraw, cells fitted quietly
+    assert fx.renders == renders + 1

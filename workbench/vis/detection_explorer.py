@@ -85,6 +85,29 @@ def boxes_containing(boxes: np.ndarray, x: float, y: float) -> np.ndarray:
     return np.flatnonzero(inside)
 
 
+def rows_passing(inst, score_thresh: float, classes) -> np.ndarray:
+    """Rows of ``inst`` with ``scores > score_thresh`` (detectron2's test filter) and a class in
+    ``classes`` (empty: all): what ``Visualizer.draw_instance_predictions`` draws."""
+    keep = np.ones(len(inst), dtype=bool)
+    if inst.has("scores") and score_thresh > 0:
+        keep &= inst.scores.cpu().numpy() > score_thresh
+    if classes and inst.has("pred_classes"):
+        keep &= np.isin(inst.pred_classes.cpu().numpy(), np.asarray(list(classes), dtype=np.int64))
+    return np.flatnonzero(keep)
+
+
+def _xyxy_of(box) -> np.ndarray:
+    """An XYXY box, or the bounding rectangle of a rotated (cx, cy, w, h, angle-degrees) one."""
+    b = np.asarray(box, dtype=np.float64).reshape(-1)
+    if len(b) == 4:
+        return b
+    cx, cy, w, h, a = b
+    t = np.deg2rad(a)
+    c, s = abs(np.cos(t)), abs(np.sin(t))
+    hw, hh = (w * c + h * s) / 2, (w * s + h * c) / 2
+    return np.array([cx - hw, cy - hh, cx + hw, cy + hh])
+
+
 def _centres(boxes: np.ndarray) -> np.ndarray:
     b = np.asarray(boxes, dtype=np.float64).reshape(len(boxes), -1)
     return (b[:, :2] + b[:, 2:4]) / 2 if b.shape[1] == 4 else b[:, :2]
@@ -122,8 +145,8 @@ class DetectionExplorer(Explorer):
             "image": image_control or image_slider(trace),
             "score_thresh": w.FloatSlider(value=max(round(self.base_settings[0], 2), 0.5), min=0.0, max=1.0,
                                           step=0.01, description="score"),
-            "nms_thresh": w.FloatSlider(value=round(self.base_settings[1] * 20) / 20, min=0.05, max=1.0,
-                                        step=0.05, description="NMS IoU"),
+            "nms_thresh": w.FloatSlider(value=round(self.base_settings[1], 2), min=0.01, max=1.0,
+                                        step=0.01, description="NMS IoU"),
             "topk": w.IntSlider(value=self.base_settings[2], min=1, max=max(max_topk, self.base_settings[2]),
                                 description="top-k"),
             "classes": w.SelectMultiple(options=[(n, i) for i, n in enumerate(self.names)], value=(),
@@ -135,11 +158,12 @@ class DetectionExplorer(Explorer):
         }
         self.info = w.HTML()
         # A fixed display width (the crop is often a few dozen pixels); no flex stretching.
-        self.crop = w.Image(format="png", layout=w.Layout(width="192px", object_fit="contain"))
+        self.crop = w.Image(format="png", layout=w.Layout(max_width="none"))  # its own size x an integer
         self.provenance = None
         self._pools: Dict[Tuple[float, int], Tuple[float, Any]] = {}
         self._orig_images: Dict[int, np.ndarray] = {}
         self.current = None  # the trace the shown detections come from
+        self.controls["image"].observe(self._image_changed, names="value")
         self._watch()
         self._enable_clicks()
         self.redraw()
@@ -175,11 +199,39 @@ class DetectionExplorer(Explorer):
         class filter now (what the mask and keypoint tabs list)."""
         s = self.state
         i = int(s["image"]) if image is None else int(image)
-        inst = self.trace.outputs[i]["instances"]
-        keep = inst.scores.cpu().numpy() > s["score_thresh"] if inst.has("scores") else np.ones(len(inst), bool)
-        if s["classes"] and inst.has("pred_classes"):
-            keep &= np.isin(inst.pred_classes.cpu().numpy(), list(s["classes"]))
-        return np.flatnonzero(keep)
+        return rows_passing(self.trace.outputs[i]["instances"], s["score_thresh"], s["classes"])
+
+    def current_trace(self):
+        """The trace the detections come from at the current NMS / top-k / score settings."""
+        s = self.state
+        return self.detections_trace(s["score_thresh"], s["nms_thresh"], s["topk"])
+
+    def _options(self, inst, kept) -> List[Tuple[str, int]]:
+        scores = inst.scores.cpu().numpy() if inst.has("scores") else np.zeros(len(inst))
+        cls = inst.pred_classes.cpu().numpy() if inst.has("pred_classes") else np.zeros(len(inst), int)
+        return [("none", -1)] + [(f"{r}: {self.names[cls[r]]} {scores[r]:.2f}", int(r)) for r in kept]
+
+    def _set_detection_options(self, options) -> int:
+        """The detection list (quietly); the choice is kept if still listed, else none."""
+        det = self.controls["detection"]
+        chosen = det.value if det.value in [v for _, v in options] else -1
+        with self.quietly():
+            if [tuple(o) for o in det.options] != options:
+                det.options = options
+            det.value = chosen
+        return chosen
+
+    def refresh_options(self, name: str) -> None:
+        if name == "detection":  # the detections shown at the current settings, without drawing
+            s = self.state
+            inst = self.current_trace().outputs[int(s["image"])]["instances"]
+            self._set_detection_options(self._options(inst, rows_passing(inst, s["score_thresh"], s["classes"])))
+
+    def _image_changed(self, _change=None) -> None:
+        """A new image: a row number would name another object there, so the choice is cleared."""
+        with self.quietly():
+            det = self.controls["detection"]
+            det.options, det.value = [("none", -1)], -1
 
     def render(self):
         s = self.state
@@ -190,20 +242,20 @@ class DetectionExplorer(Explorer):
         out = vis.draw_instance_predictions(
             inst, score_thresh=s["score_thresh"], classes=s["classes"] or None,
             show_labels=s["show_labels"], show_masks=s["show_masks"], show_keypoints=s["show_keypoints"])
-        kept = out.drawn["kept"]
-        scores = inst.scores.cpu().numpy() if inst.has("scores") else np.zeros(len(inst))
-        cls = inst.pred_classes.cpu().numpy() if inst.has("pred_classes") else np.zeros(len(inst), int)
-        options = [("none", -1)] + [(f"{r}: {self.names[cls[r]]} {scores[r]:.2f}", int(r)) for r in kept]
-        det = self.controls["detection"]
-        chosen = det.value if det.value in [o[1] for o in options] else -1
-        det.options, det.value = options, chosen
+        chosen = self._set_detection_options(self._options(inst, out.drawn["kept"]))
         if chosen >= 0:
             # A white outline 1.5x the width of the others: it stands out without hiding the
             # box's own edge or the mask boundary under it.
-            vis.draw_boxes(inst.pred_boxes.tensor[chosen:chosen + 1].cpu().numpy(), [[1.0, 1.0, 1.0]],
-                           linewidth=1.5 * max(vis.font_size / 4, 1.0))
-            out.drawn["boxes"] = out.drawn["boxes"][:-1]  # the highlight is not a detection
-            out.drawn["box_colors"] = out.drawn["box_colors"][:-1]
+            box = inst.pred_boxes.tensor[chosen].cpu().numpy()
+            if len(box) == 5:
+                rotated = out.drawn.get("rotated_boxes")
+                vis.draw_rotated_box_with_label(box, edge_color=(1.0, 1.0, 1.0))
+                if rotated is not None:  # the highlight is not a detection
+                    out.drawn["rotated_boxes"] = rotated
+            else:
+                vis.draw_boxes(box[None], [[1.0, 1.0, 1.0]], linewidth=1.5 * max(vis.font_size / 4, 1.0))
+                out.drawn["boxes"] = out.drawn["boxes"][:-1]  # the highlight is not a detection
+                out.drawn["box_colors"] = out.drawn["box_colors"][:-1]
             out.drawn["highlight"] = chosen
             self._show_detection(tr, i, chosen)
         else:
@@ -244,8 +296,13 @@ class DetectionExplorer(Explorer):
                 f"{'background' if (self.trace.box is not None and k == len(p) - 1) else names[k]} {p[k]:.3f}"
                 for k in top))
         self.info.value = "<pre style='font-size:11px;white-space:pre-wrap'>" + "\n".join(lines) + "</pre>"
-        crop, _ = _crop(self.original_image(image), d.box)
-        self.crop.value = encode_png(np.ascontiguousarray(crop))
+        crop, _ = _crop(self.original_image(image), _xyxy_of(d.box.cpu().numpy()))
+        crop = np.ascontiguousarray(crop)
+        zoom = max(1, min(8, 192 // max(crop.shape[:2])))  # an integer zoom, pixels kept square
+        if zoom > 1:
+            crop = np.repeat(np.repeat(crop, zoom, axis=0), zoom, axis=1)
+        self.crop.value = encode_png(crop)
+        self.crop.layout.width, self.crop.layout.height = f"{crop.shape[1]}px", f"{crop.shape[0]}px"
         self.crop.layout.display = None
 
     @property

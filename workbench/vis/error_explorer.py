@@ -67,8 +67,29 @@ class ErrorExplorer(Explorer):
         self.info = w.HTML()
         self._explained: Dict[Any, Any] = {}
         self.table: List[Dict[str, Any]] = []
+        for name in ("kinds", "classes", "sort"):  # a new table: row i would be another error
+            self.controls[name].observe(self._table_changed, names="value")
         self._watch()
         self.redraw()
+
+    def _table_changed(self, _change=None) -> None:
+        with self.quietly():
+            self.controls["row"].value = -1
+        self.refresh_options("row")
+
+    def refresh_options(self, name: str) -> None:
+        """The table and its rows for the current filters and sort, without drawing."""
+        if name != "row":
+            return
+        self.table = self._filtered(self.state)
+        row_w = self.controls["row"]
+        options: List[Tuple[str, int]] = [("(none)", -1)] + [(self._label(i, r), i)
+                                                             for i, r in enumerate(self.table)]
+        chosen = int(row_w.value) if int(row_w.value) < len(self.table) else -1
+        with self.quietly():
+            if [tuple(o) for o in row_w.options] != options:
+                row_w.options = options
+            row_w.value = chosen
 
     # -- the table ------------------------------------------------------------------------------
 
@@ -133,13 +154,8 @@ class ErrorExplorer(Explorer):
 
         from .visualizer import Visualizer
 
-        s = self.state
-        self.table = self._filtered(s)
-        row_w = self.controls["row"]
-        options: List[Tuple[str, int]] = [("(none)", -1)] + [(self._label(i, r), i)
-                                                             for i, r in enumerate(self.table)]
-        chosen = int(s["row"]) if int(s["row"]) < len(self.table) else -1
-        row_w.options, row_w.value = options, chosen
+        self.refresh_options("row")
+        chosen = int(self.controls["row"].value)
         if chosen < 0:
             self.info.value = f"{len(self.table)} of {len(self.rows)} errors; choose one."
             img = np.full((64, 64, 3), 255, np.uint8)

@@ -29,6 +29,8 @@ import numbers
 import struct
 from typing import Any, Callable, Dict, List, Tuple
 
+import numpy as np
+
 __all__ = ["Explorer", "png_size", "snap_to_control"]
 
 ZOOMS = (1, 2, 3, 4)
@@ -76,6 +78,10 @@ def snap_to_control(name: str, control, value):
         return round(float(value), _decimals(step) if step else 12)
     if isinstance(control, w.SelectMultiple):
         values = [v for _, v in _option_pairs(control)]
+        if value is None:
+            value = ()
+        elif hasattr(value, "tolist") and not isinstance(value, str):  # numpy / torch
+            value = value.tolist()
         value = tuple(value) if isinstance(value, (list, tuple, set)) else (value,)
         bad = [v for v in value if v not in values]
         if bad:
@@ -86,7 +92,9 @@ def snap_to_control(name: str, control, value):
         if value not in values:
             raise ValueError(f"Control {name!r} has no option {value!r}; it offers {_describe(control)}.")
         return value
-    if isinstance(control, w.Checkbox) and not isinstance(value, (bool, int)):
+    if isinstance(control, w.Checkbox):
+        if isinstance(value, (bool, np.bool_)) or (isinstance(value, int) and value in (0, 1)):
+            return bool(value)
         raise TypeError(f"Control {name!r} takes True or False; got {value!r}.")
     return value
 
@@ -130,7 +138,9 @@ class Explorer:
         self._holding = 0
         self._pending = False
         self._rendering = False
+        self._quiet = 0
         self._after_render: List[Callable[["Explorer"], None]] = []
+        self._listeners: List[Callable[["Explorer"], None]] = []
         self._events = None
 
     # -- state -------------------------------------------------------------------------------------
@@ -153,27 +163,42 @@ class Explorer:
                 self._pending = False
                 self._changed()
 
+    @contextlib.contextmanager
+    def quietly(self):
+        """Change dependent controls (an option list, a clamped range) without each change
+        counting as an action: the change that caused them redraws once."""
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+
     def set(self, **values) -> "Explorer":
         """Set controls by name (as moving the widgets would) and redraw once. Slider values are
         snapped to the slider's step first (what the widget will hold); a value out of range or
-        not among the options raises."""
+        not among the options raises. Values are set in the order given, and a control whose
+        options depend on others (a detection of the image) is checked against the options the
+        earlier values give."""
         both = {**self.controls, **self.view_controls}
         unknown = sorted(set(values) - set(both))
         if unknown:
             raise KeyError(f"Unknown control(s) {unknown}; this explorer has {sorted(both)}.")
         with self.hold():
-            for k, v in values.items():  # in order: a change may narrow the next one's options
-                if k == "classes" and v is None:
-                    v = ()
+            for k, v in values.items():
+                self.refresh_options(k)
                 both[k].value = snap_to_control(k, both[k], v)
         return self
+
+    def refresh_options(self, name: str) -> None:
+        """Bring control ``name``'s options up to date with the others (quietly); the base
+        explorer has no dependent options."""
 
     def _watch(self) -> None:
         for w in self.controls.values():
             w.observe(self._on_change, names="value")
 
     def _on_change(self, _change=None) -> None:
-        if self._rendering:  # render() itself updates dependent controls (e.g. option lists)
+        if self._rendering or self._quiet:  # dependent controls (option lists) being updated
             return
         if self._holding:
             self._pending = True
@@ -181,10 +206,14 @@ class Explorer:
             self._changed()
 
     def _changed(self) -> None:
+        """One action's effect: redraw now if on screen, else when shown; then tell the
+        listeners (a TraceExplorer keeping its tabs in step) once."""
         if self.active:
             self.redraw()
         else:
             self._stale = True
+        for fn in self._listeners:
+            fn(self)
 
     def show(self) -> None:
         """Mark the explorer on screen, redrawing first if a change came while it was hidden."""
@@ -200,6 +229,7 @@ class Explorer:
     def redraw(self) -> bytes:
         """Render with the current state and show it; returns the PNG bytes."""
         self._rendering = True
+        self._stale = True  # until the render succeeds: a failed one is retried on the next read
         try:
             self._last = self.render()
         finally:
@@ -252,16 +282,15 @@ class Explorer:
 
     def _on_dom_click(self, event: Dict[str, Any]) -> None:
         x, y = event.get("dataX"), event.get("dataY")
-        if x is None or y is None:
+        if x is None or y is None or not self._png:
             return
-        self.click(float(x), float(y))
+        wd, ht = png_size(self._png)  # the browser may report the right / bottom edge itself
+        self.click(min(max(float(x), 0.0), wd - 0.5), min(max(float(y), 0.0), ht - 0.5))
 
     def click(self, x: float, y: float):
         """What a click at pixel (x, y) of the shown PNG does (x right, y down, zoom undone):
         :meth:`pick` says what it selects. Returns what was picked (None: nothing there)."""
-        if self._last is None:
-            self.redraw()
-        wd, ht = png_size(self._png)
+        wd, ht = png_size(self.png)  # drawn first if stale: the click is on what is current
         if not (0 <= x < wd and 0 <= y < ht):
             raise ValueError(f"Click at ({x}, {y}) is outside the {wd}x{ht} picture.")
         return self.pick(x, y)

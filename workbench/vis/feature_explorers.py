@@ -100,18 +100,25 @@ class FeatureExplorer(Explorer):
         return int(f.shape[-2]), int(f.shape[-1])
 
     def _source_changed(self, change) -> None:
-        names = list(self.maps())
-        with self.hold():
+        """Another source: its levels (the current one kept if it has it), its channel count and
+        grid; the source's own change redraws once."""
+        maps = self.maps()
+        names = list(maps)
+        with self.quietly():
             lvl = self.controls["level"]
-            if lvl.value not in names:
+            keep = lvl.value if lvl.value in names else names[0]
+            if list(lvl.options) != names:
                 lvl.options = names
-                lvl.value = names[0]
-            else:
-                lvl.options = names
+            lvl.value = keep
+            ch = self.controls["channel"]
+            top = max(int(f.shape[1]) for f in maps.values()) - 1
+            if ch.value > top:
+                ch.value = top
+            ch.max = top
             self._level_changed()
 
     def _level_changed(self, _change=None) -> None:
-        with self.hold():
+        with self.quietly():  # the level's own change redraws once
             _fit_cell_sliders(self.controls["cell_y"], self.controls["cell_x"], self.grid(self.controls["level"].value))
 
     def render(self):
@@ -216,7 +223,7 @@ class ProposalExplorer(Explorer):
         return int(f.shape[-2]), int(f.shape[-1])
 
     def _level_changed(self, _change=None) -> None:
-        with self.hold():
+        with self.quietly():  # the level's own change redraws once
             _fit_cell_sliders(self.controls["cell_y"], self.controls["cell_x"], self.grid(self.controls["level"].value))
 
     def _box_scale(self, i: int) -> Tuple[float, float]:
@@ -249,11 +256,12 @@ class ProposalExplorer(Explorer):
         s = self.state
         level = s["level"]
         sx, sy = self._box_scale(int(s["image"]))
+        box_scale = 1.0 / ((sx + sy) / 2)  # as drawn: input pixels -> original pixels
         hi, wi = self.grid(level)
         anchors = self.trace.rpn.anchors[self.levels.index(level)].tensor.detach().cpu().numpy()
         a = anchors.reshape(hi * wi, -1, anchors.shape[-1])[:, 0]  # the first anchor of each cell
-        centre = (a[:, :2] + a[:, 2:4]) / 2 if a.shape[1] == 4 else a[:, :2]
-        d = np.hypot(centre[:, 0] - x * sx, centre[:, 1] - y * sy)
+        centre = ((a[:, :2] + a[:, 2:4]) / 2 if a.shape[1] == 4 else a[:, :2]) * box_scale
+        d = np.hypot(centre[:, 0] - x, centre[:, 1] - y)
         cell = int(np.argmin(d))
         r, c = divmod(cell, wi)
         self.set(cell_y=r, cell_x=c, show_anchors=True)

@@ -25,9 +25,10 @@ def _empty(text: str):
 class _DetectionViewExplorer(Explorer):
     """Shared by the mask and keypoint explorers: an image and a detection of it.
 
-    ``rows_shown(image)``, when set (by :class:`TraceExplorer`, from the detections tab),
-    narrows the detections offered to those the detections tab shows: one score threshold and
-    one class filter for every tab."""
+    Alone, a new image shows its first detection. Linked by :class:`TraceExplorer`
+    (``rows_shown`` set from the detections tab), it offers the detections that tab shows (one
+    score threshold and class filter for every tab), "none" among them, and follows that tab's
+    choice (:meth:`follow`)."""
 
     def __init__(self, trace, input_format: Optional[str], metadata=None, model=None, image_control=None,
                  zoom: int = 1):
@@ -42,7 +43,11 @@ class _DetectionViewExplorer(Explorer):
                          "detection": w.Dropdown(options=[("(no detections)", -1)], value=-1,
                                                  description="detection")}
         self.controls["image"].observe(self._image_changed, names="value")
-        self._refresh_options(0)
+        self._refresh_options(0, first=True)
+
+    @property
+    def linked(self) -> bool:
+        return self.rows_shown is not None
 
     def options(self, image: int) -> List[Tuple[str, int]]:
         """(label, row) of the detections offered for ``image``: "row: name score"."""
@@ -51,32 +56,46 @@ class _DetectionViewExplorer(Explorer):
         scores = inst.scores.cpu().numpy() if inst.has("scores") else np.zeros(len(inst))
         classes = inst.pred_classes.cpu().numpy() if inst.has("pred_classes") else np.zeros(len(inst), int)
         names = class_names(self.trace, self.metadata, int(classes.max()) + 1 if len(classes) else 0)
-        return [(f"{r}: {names[classes[r]]} {scores[r]:.2f}", int(r)) for r in rows] \
-            or [("(no detections)", -1)]
+        listed = [(f"{r}: {names[classes[r]]} {scores[r]:.2f}", int(r)) for r in rows]
+        if self.linked:
+            return [("none", -1)] + listed
+        return listed or [("(no detections)", -1)]
 
-    def _refresh_options(self, image: int, *, first: bool = False) -> None:
-        """Offer ``image``'s detections, keeping the chosen one if it is still offered (or
-        choosing the first)."""
+    def _refresh_options(self, image: int, *, first: bool = False, row: Optional[int] = None) -> bool:
+        """Offer ``image``'s detections (quietly), keeping the choice if still offered (``row``
+        instead when given); alone, the first detection when asked or when the choice is gone,
+        linked: none. Returns whether the choice or the list changed."""
         det = self.controls["detection"]
         options = self.options(image)
         values = [v for _, v in options]
-        keep = det.value if det.value in values and not first else values[0]
-        if [tuple(o) for o in det.options] != options:
-            det.options = options
-        det.value = keep
+        want = det.value if row is None else row
+        if want not in values or (first and not self.linked):
+            want = -1 if self.linked else values[0]
+        changed = [tuple(o) for o in det.options] != options or det.value != want
+        with self.quietly():
+            if [tuple(o) for o in det.options] != options:
+                det.options = options
+            det.value = want
+        return changed
 
-    def choose(self, row: int) -> bool:
-        """Show detection ``row`` of the current image if it is offered; returns whether it is."""
-        with self.hold():
+    def refresh_options(self, name: str) -> None:
+        if name == "detection":
             self._refresh_options(int(self.controls["image"].value))
-            if row not in [v for _, v in self.controls["detection"].options]:
-                return False
-            self.controls["detection"].value = row
-        return True
+
+    def follow(self, row: int) -> None:
+        """Show detection ``row`` of the current image (-1: none), as the detections tab chose;
+        redraws (or marks stale) only if something changed."""
+        if self._refresh_options(int(self.controls["image"].value), row=row):
+            self._on_change()
 
     def _image_changed(self, change) -> None:
-        with self.hold():
-            self._refresh_options(int(change["new"]), first=True)  # a new image: its first detection
+        if not self.linked:  # alone: the image's first detection; the image's change redraws
+            self._refresh_options(int(change["new"]), first=True)
+
+    def _on_change(self, change=None) -> None:
+        if self.linked and change is not None and change.get("owner") is self.controls["image"]:
+            return  # linked: the detections tab's follow-up (follow) redraws this tab, once
+        super()._on_change(change)
 
     def chosen_class(self) -> Optional[str]:
         """The class name of the chosen detection (None: none chosen)."""
@@ -91,7 +110,7 @@ class _DetectionViewExplorer(Explorer):
         self._refresh_options(int(self.controls["image"].value))
         s = self.state
         if s["detection"] < 0:
-            return _empty("no detections")
+            return _empty("choose a detection" if self.linked else "no detections")
         return self.render_detection(int(s["image"]), int(s["detection"]), s)
 
     def render_detection(self, image: int, row: int, state):

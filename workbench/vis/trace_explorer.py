@@ -74,52 +74,63 @@ class TraceExplorer:
         det = self.tabs.get("detections")
         if det is None:
             return
+        self._syncing = False
         for head in self._heads():
             head.rows_shown = det.shown_rows
+            head._refresh_options(int(self.image.value), row=-1)
             head.controls["detection"].observe(self._head_detection_changed, names="value")
-        for name in ("score_thresh", "classes"):
-            det.controls[name].observe(self._filters_changed, names="value")
-        det._after_render.append(lambda _ex: self._follow_detection())
+        # Once per action on the detections tab (after its hold, drawn or not): the heads follow.
+        det._listeners.append(lambda _ex: self._heads_follow())
 
     def _base_row(self) -> int:
         """The detections tab's choice as a row of the trace's own outputs (what the mask and
-        keypoint records index), or -1 (none, or a box only a re-thresholded pool has)."""
+        keypoint records index), or -1 (none, not shown at the current settings, or a box only
+        a re-thresholded pool has)."""
         det = self.tabs["detections"]
+        det.refresh_options("detection")  # its list at the current settings, without drawing
         r = int(det.controls["detection"].value)
-        if r < 0 or det.current is None or det.current is self.trace:
+        current = det.current_trace()
+        if r < 0 or current is self.trace:
             return r
         i = int(self.image.value)
-        mine = det.current.outputs[i]["instances"]
+        mine = current.outputs[i]["instances"]
         base = self.trace.outputs[i]["instances"]
         same = (base.pred_classes == mine.pred_classes[r]) & \
             (base.pred_boxes.tensor - mine.pred_boxes.tensor[r]).abs().amax(dim=1).le(1e-4)
         rows = np.flatnonzero(same.cpu().numpy())
         return int(rows[0]) if len(rows) else -1
 
-    def _follow_detection(self) -> None:
-        """After the detections tab redraws: the heads show its chosen detection."""
+    def _heads_follow(self) -> None:
+        """The heads offer what the detections tab shows and show its choice."""
+        if self._syncing:
+            return
         row = self._base_row()
-        if row >= 0:
+        self._syncing = True
+        try:
             for head in self._heads():
-                head.choose(row)
+                head.follow(row)
+        finally:
+            self._syncing = False
         self._titles()
 
     def _head_detection_changed(self, change) -> None:
+        """A detection chosen in the masks or keypoints tab becomes the detections tab's choice
+        (and so the other head's)."""
+        if self._syncing or change["new"] == change["old"]:
+            return
         det = self.tabs["detections"]
         row = int(change["new"])
-        if det._rendering or row < 0:
+        if det.current_trace() is not self.trace:  # rows of a re-thresholded pool differ
+            self._titles()
             return
-        for head in self._heads():
-            if head.controls["detection"].value != row:
-                head.choose(row)
-        if det.current is None or det.current is self.trace:
-            if row in [v for _, v in det.controls["detection"].options] and det.controls["detection"].value != row:
-                det.set(detection=row)
+        self._syncing = True
+        try:
+            for head in self._heads():
+                head.follow(row)
+            det.set(detection=row)
+        finally:
+            self._syncing = False
         self._titles()
-
-    def _filters_changed(self, _change=None) -> None:
-        for head in self._heads():
-            head._on_change()
 
     def _titles(self) -> None:
         for k, (name, ex) in enumerate(self.tabs.items()):
@@ -127,7 +138,8 @@ class TraceExplorer:
             if name in ("masks", "keypoints"):
                 cls = ex.chosen_class()
                 title = f"{name}: {cls}" if cls else name
-            self.tab.set_title(k, title)
+            if self.tab.get_title(k) != title:
+                self.tab.set_title(k, title)
 
     def _tab_changed(self, _change=None) -> None:
         idx = self.tab.selected_index
