@@ -110,7 +110,7 @@ class _DetectionViewExplorer(Explorer):
         self._refresh_options(int(self.controls["image"].value))
         s = self.state
         if s["detection"] < 0:
-            return _empty("choose a detection" if self.linked else "no detections")
+            return _empty("choose a detection:\nhere, or click one\non the detections tab" if self.linked else "no detections")
         return self.render_detection(int(s["image"]), int(s["detection"]), s)
 
     def render_detection(self, image: int, row: int, state):
