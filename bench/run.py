@@ -372,7 +372,7 @@ def format_table(result: Dict[str, Any]) -> str:
              f"(medians), load average {result['environment']['load_average_at_start'][0]:.2f} at start"]
     opts = s.get("inference_options")
     if opts is not None:
-        on = [k for k, v in opts.items() if v]
+        on = [k for k, v in opts.items() if v and v != "off"]  # autocast is "off" | "bf16" | "fp16"
         lines.append("workbench inference optimisations: " + (", ".join(on) if on else "all off")
                      + (" (WORKBENCH_INFERENCE_OPT=0 turns them off)" if on else ""))
     gm = result.get("gemm", {})
