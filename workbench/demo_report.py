@@ -30,8 +30,9 @@ __all__ = ["BARS", "HEADLINE", "Figure", "flatten", "headline", "per_class", "me
 HEADLINE = {"box AP": "bbox/AP", "mask AP": "segm/AP", "keypoint AP": "keypoints/AP",
             "PQ": "panoptic_seg/PQ", "sem_seg mIoU": "sem_seg/mIoU"}
 
-# The bars the embedded model must clear on 500 held-out images (issue "The embedded default").
-BARS = {"bbox/AP": 70.0, "segm/AP": 65.0, "keypoints/AP": 50.0, "panoptic_seg/PQ": 60.0}
+# The bars the embedded model must clear on 500 held-out images (the issue "A much better embedded
+# model"; the first model cleared 70 / 65 / 50 / 60).
+BARS = {"bbox/AP": 85.0, "segm/AP": 85.0, "keypoints/AP": 85.0, "panoptic_seg/PQ": 88.0}
 
 # Per-class numbers: (evaluator task, prefix of its per-class keys, name in the report).
 _PER_CLASS = (("bbox", "AP-", "box AP"), ("segm", "AP-", "mask AP"),
