@@ -105,7 +105,8 @@ def test_explorer_of_a_predictor_and_dataset_dicts_shows_the_scored_pass():
     tr = ex.detections.trace
     assert tr.preprocess.image_sizes[0] != (dicts[0]["height"], dicts[0]["width"])
     assert_same(tr.outputs[0], wi.trace(predictor, dicts[0]).outputs[0])
-    label, row = ex.masks.controls["detection"].options[0]
+    assert ex.masks.controls["detection"].options[0] == ("none", -1)  # linked: the detections tab chooses
+    label, row = ex.masks.controls["detection"].options[1]
     cls = int(tr.outputs[0]["instances"].pred_classes[0])
     assert row == 0 and tr.class_names[cls] in label
 
