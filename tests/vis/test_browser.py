@@ -274,7 +274,6 @@ def test_explorer_views_in_jupyterlab_with_chromium(tmp_path):
         assert s["score_thresh"] == round(OFF_STEP, 2) and s["tabs"]["detections"]["renders"] == end["renders"], \
             (s["score_thresh"], s["tabs"]["detections"]["renders"], end)
 
-        panel = page.locator(".lm-TabPanel-stackedPanel:visible, .widget-tab-contents > :visible").first
         score = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=re.compile(r"^score$")))
         assert score.locator(".widget-readout").first.inner_text().strip() == "0.33"
         selector = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=re.compile(r"^image$"))).first
@@ -347,8 +346,13 @@ def test_explorer_views_in_jupyterlab_with_chromium(tmp_path):
                        20, f"the click at ({cx:.0f}, {cy:.0f}) to select detection {st['kept'][expect]}")
         timings["click_to_selection_s"] = round(time.monotonic() - t0, 3)
         name = st["names"][expect]
-        titles = [t.strip() for t in tabs.all_inner_texts()]
-        assert f"masks: {name}" in titles and f"keypoints: {name}" in titles, titles
+        def titled():
+            titles = [t.strip() for t in tabs.all_inner_texts()]
+            return titles if f"masks: {name}" in titles and f"keypoints: {name}" in titles else None
+        try:  # the titles follow the selection in the same kernel turn; the page may take a moment
+            _wait(titled, 15, f"the masks and keypoints tab titles to name {name!r}")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}; the tab bar reads {[t.strip() for t in tabs.all_inner_texts()]}") from None
         page.locator(".widget-html pre", has_text="from proposal").first.wait_for(state="visible", timeout=10_000)
         _save_atomic(page.screenshot(full_page=False), out_dir / "browser_tab_detections_clicked.png")
     _save_atomic(json.dumps(timings, indent=1).encode(), out_dir / "browser_timings.json")
