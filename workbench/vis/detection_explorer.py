@@ -96,6 +96,13 @@ def rows_passing(inst, score_thresh: float, classes) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
+def detection_options(inst, rows, names: List[str]) -> List[Tuple[str, int]]:
+    """(label, row) per row of ``inst``: "row: class-name score", as the detection lists show."""
+    scores = inst.scores.cpu().numpy() if inst.has("scores") else np.zeros(len(inst))
+    cls = inst.pred_classes.cpu().numpy() if inst.has("pred_classes") else np.zeros(len(inst), int)
+    return [(f"{r}: {names[cls[r]]} {scores[r]:.2f}", int(r)) for r in rows]
+
+
 def _xyxy_of(box) -> np.ndarray:
     """An XYXY box, or the bounding rectangle of a rotated (cx, cy, w, h, angle-degrees) one."""
     b = np.asarray(box, dtype=np.float64).reshape(-1)
@@ -207,18 +214,13 @@ class DetectionExplorer(Explorer):
         return self.detections_trace(s["score_thresh"], s["nms_thresh"], s["topk"])
 
     def _options(self, inst, kept) -> List[Tuple[str, int]]:
-        scores = inst.scores.cpu().numpy() if inst.has("scores") else np.zeros(len(inst))
-        cls = inst.pred_classes.cpu().numpy() if inst.has("pred_classes") else np.zeros(len(inst), int)
-        return [("none", -1)] + [(f"{r}: {self.names[cls[r]]} {scores[r]:.2f}", int(r)) for r in kept]
+        return [("none", -1)] + detection_options(inst, kept, self.names)
 
     def _set_detection_options(self, options) -> int:
         """The detection list (quietly); the choice is kept if still listed, else none."""
         det = self.controls["detection"]
         chosen = det.value if det.value in [v for _, v in options] else -1
-        with self.quietly():
-            if [tuple(o) for o in det.options] != options:
-                det.options = options
-            det.value = chosen
+        self.set_options("detection", options, chosen)
         return chosen
 
     def refresh_options(self, name: str) -> None:

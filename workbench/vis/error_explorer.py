@@ -86,10 +86,7 @@ class ErrorExplorer(Explorer):
         options: List[Tuple[str, int]] = [("(none)", -1)] + [(self._label(i, r), i)
                                                              for i, r in enumerate(self.table)]
         chosen = int(row_w.value) if int(row_w.value) < len(self.table) else -1
-        with self.quietly():
-            if [tuple(o) for o in row_w.options] != options:
-                row_w.options = options
-            row_w.value = chosen
+        self.set_options("row", options, chosen)
 
     # -- the table ------------------------------------------------------------------------------
 

@@ -193,6 +193,21 @@ class Explorer:
         """Bring control ``name``'s options up to date with the others (quietly); the base
         explorer has no dependent options."""
 
+    def set_options(self, name: str, options, value) -> bool:
+        """Give control ``name`` these (label, value) options and this value, quietly (a
+        dependent change, not an action); the option list is reassigned only when it differs,
+        since ipywidgets resets the value on every reassignment. Returns whether anything
+        changed."""
+        control = self.controls[name]
+        options = [tuple(o) for o in options]
+        same_options = [tuple(o) for o in control.options] == options
+        changed = not same_options or control.value != value
+        with self.quietly():
+            if not same_options:
+                control.options = options
+            control.value = value
+        return changed
+
     def _watch(self) -> None:
         for w in self.controls.values():
             w.observe(self._on_change, names="value")

@@ -7,7 +7,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .detection_explorer import class_names, image_slider, resolve_input_format
+from .detection_explorer import class_names, detection_options, image_slider, resolve_input_format
 from .explorer_base import Explorer, _widgets
 from .features import PlotImage, keypoint_heatmaps_view, mask_logits_view, trace_image
 from .visualizer import Visualizer
@@ -53,10 +53,9 @@ class _DetectionViewExplorer(Explorer):
         """(label, row) of the detections offered for ``image``: "row: name score"."""
         inst = self.trace.outputs[image]["instances"]
         rows = np.arange(len(inst)) if self.rows_shown is None else np.asarray(self.rows_shown(image))
-        scores = inst.scores.cpu().numpy() if inst.has("scores") else np.zeros(len(inst))
         classes = inst.pred_classes.cpu().numpy() if inst.has("pred_classes") else np.zeros(len(inst), int)
         names = class_names(self.trace, self.metadata, int(classes.max()) + 1 if len(classes) else 0)
-        listed = [(f"{r}: {names[classes[r]]} {scores[r]:.2f}", int(r)) for r in rows]
+        listed = detection_options(inst, rows, names)
         if self.linked:
             return [("none", -1)] + listed
         return listed or [("(no detections)", -1)]
@@ -71,12 +70,7 @@ class _DetectionViewExplorer(Explorer):
         want = det.value if row is None else row
         if want not in values or (first and not self.linked):
             want = -1 if self.linked else values[0]
-        changed = [tuple(o) for o in det.options] != options or det.value != want
-        with self.quietly():
-            if [tuple(o) for o in det.options] != options:
-                det.options = options
-            det.value = want
-        return changed
+        return self.set_options("detection", options, want)
 
     def refresh_options(self, name: str) -> None:
         if name == "detection":
